@@ -1,0 +1,9 @@
+"""Speed benchmarks by name: each times gankit against a textbook reference loop in the same run."""
+
+from __future__ import annotations
+
+from gankit.bench import toy
+
+BENCHES = {
+    "toy": toy.run,
+}

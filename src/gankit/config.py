@@ -1,0 +1,391 @@
+"""Run configuration: nested dataclasses <-> YAML, `--set key.path=value` overrides, validation.
+
+A config is built in layers: a packaged preset (or a YAML file), then `--set` overrides. Every value is
+coerced to the field's annotated type (so YAML's `1e-4`, which PyYAML reads as a string, becomes a float)
+and an unknown key or a bad value is a one-line `ConfigError` naming the key and the valid choices.
+The free-form sections `model.g`, `model.d` and `data.params` are the keyword arguments of the model
+and dataset constructors: their signatures are the schema (checked in `validate`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from gankit.utils import GankitError
+
+
+class ConfigError(GankitError):
+    """A bad config key, value or preset name."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "ring"  # a key of gankit.data.DATASETS
+    batch_size: int = 128
+    # Toy data: >0 draws a finite dataset of this many points once (epochs are passes over it);
+    # 0 draws fresh points for every batch.
+    n_points: int = 0
+    params: dict = field(
+        default_factory=dict
+    )  # dataset keyword arguments, e.g. {mean: 3.0, std: 1.0}
+
+
+@dataclass
+class ModelConfig:
+    name: str = "mlp"  # a key of gankit.models.MODELS
+    z_dim: int = 2
+    z_dist: Literal["normal", "uniform"] = "normal"  # uniform is U(-1, 1)
+    num_classes: int = 0
+    g: dict = field(
+        default_factory=dict
+    )  # generator keyword arguments (its constructor is the schema)
+    d: dict = field(default_factory=dict)  # discriminator keyword arguments
+
+
+@dataclass
+class LossConfig:
+    name: str = "nonsaturating"  # a key of gankit.losses.LOSSES
+    label_smoothing: float = 0.0  # one-sided: real targets become 1 - label_smoothing
+    gp_weight: float = 0.0  # WGAN-GP gradient penalty weight
+    r1_weight: float = 0.0  # R1 penalty weight (gradient norm on real data)
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 2.0e-4
+    lr_d: float = 2.0e-4
+    betas_g: tuple[float, float] = (0.5, 0.999)
+    betas_d: tuple[float, float] = (0.5, 0.999)
+    # One step = d_steps discriminator updates then g_steps generator updates.
+    d_steps: int = 1
+    g_steps: int = 1
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 10000  # number of steps (generator updates when g_steps = 1)
+    epochs: int = 0  # >0: train this many passes over a finite dataset instead of `steps`
+    log_every: int = 100  # metrics.jsonl cadence (steps)
+    sample_every: int = 1000  # fixed-noise snapshot cadence (GIF frames)
+    sample_n: int = 1000  # fixed-noise samples per snapshot
+    ckpt_every: int = 5000  # checkpoints/last.pt cadence
+    keep_every: int = 0  # >0: also keep checkpoints/step_XXXXXX.pt at this cadence
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    progress: bool = True  # tqdm progress bar
+    fast_path: bool = True  # closed-form MLP step where it is exact (see gankit.fastmlp)
+
+
+@dataclass
+class EvalConfig:
+    metrics: list[str] = field(default_factory=list)  # empty: the dataset's default metrics
+    n_samples: int = 2500  # generated samples per evaluation
+    seed: int = 0  # seed of the evaluation noise (same checkpoint + seed = same number)
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# ---- coercion -------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert `value` to the annotated type `tp`, or raise ConfigError naming `key`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any or tp is inspect.Parameter.empty:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, arg, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{key}: {value!r} is not a valid {_type_name(tp)}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(
+            f"{key}: {value!r} is not valid; choose from: {', '.join(map(str, args))}"
+        )
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if not f.is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)  # also parses YAML's string '1e-4'
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if origin in (list, tuple) or tp in (list, tuple):
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool) and origin is list:
+            value = [value]  # `--set eval.metrics=modes` means a one-item list
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{key}: expected {len(args)} values, got {list(value)!r}")
+            return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        out = [coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if (origin or tp) is tuple else out
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls: type, raw: dict[str, Any] | None, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a nested dict, coercing values and rejecting unknown keys."""
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]!s}; valid keys: "
+            + ", ".join(prefix + n for n in names)
+        )
+    kwargs = {}
+    for name, value in raw.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = from_dict(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = coerce(value, tp, prefix + name)
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (lists, not tuples) of a config: YAML-safe and checkpoint-safe."""
+
+    def plain(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        return x
+
+    return plain(dataclasses.asdict(cfg))
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+# ---- presets, files and overrides -------------------------------------------------------------------
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped in gankit/configs."""
+    root = resources.files("gankit") / "configs"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, source: str) -> dict[str, Any]:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{source}: invalid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping of config sections, got {type(raw).__name__}"
+        )
+    return raw
+
+
+def read_source(name_or_path: str) -> dict[str, Any]:
+    """The raw dict of a preset name or a YAML file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return _read_yaml(path.read_text(), str(path))
+    presets = list_presets()
+    if name_or_path not in presets:
+        raise ConfigError(f"unknown preset {name_or_path!r}; choose from: {', '.join(presets)}")
+    text = (resources.files("gankit") / "configs" / f"{name_or_path}.yaml").read_text()
+    return _read_yaml(text, f"preset {name_or_path}")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`"optim.lr_d=1e-4"` -> (["optim", "lr_d"], 1e-4). The value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r} (e.g. --set optim.lr_d=1e-4)")
+    key, value = text.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set: bad key {key!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return parts, parsed
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each dotted `key=value` in the nested raw dict (new dict; input untouched)."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = raw
+        for p in parts[:-1]:
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"--set {text}: {p} is not a section")
+            node = nxt
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config:
+    """Preset name or YAML path, plus `--set` overrides -> a validated Config."""
+    raw = apply_overrides(read_source(name_or_path), overrides or [])
+    cfg = from_dict(Config, raw)
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Rebuild a Config stored in a checkpoint or run directory."""
+    cfg = from_dict(Config, raw)
+    validate(cfg)
+    return cfg
+
+
+# ---- validation against the registries --------------------------------------------------------------
+
+
+def lookup(table: dict[str, Any], name: str, what: str) -> Any:
+    """`table[name]` or a ConfigError listing the valid names."""
+    if name not in table:
+        raise ConfigError(f"unknown {what} {name!r}; choose from: {', '.join(table)}")
+    return table[name]
+
+
+def check_kwargs(
+    fn: Any, kwargs: dict[str, Any], key: str, reserved: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Coerce `kwargs` to `fn`'s annotated signature; unknown names list the valid ones."""
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    params = {
+        n: p
+        for n, p in inspect.signature(target).parameters.items()
+        if n not in ("self", *reserved) and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+    }
+    hints = typing.get_type_hints(target)
+    out = {}
+    for name, value in kwargs.items():
+        if name not in params:
+            valid = ", ".join(f"{key}.{n}" for n in params) or "(none)"
+            raise ConfigError(f"unknown config key {key}.{name}; valid keys: {valid}")
+        out[name] = coerce(value, hints.get(name, Any), f"{key}.{name}")
+    return out
+
+
+def validate(cfg: Config) -> None:
+    """Check names against the registries, kwargs against constructors, and value ranges."""
+    from gankit.data import DATASETS
+    from gankit.losses import LOSSES
+    from gankit.metrics import METRICS
+    from gankit.models import MODELS
+
+    builder = lookup(DATASETS, cfg.data.name, "dataset (data.name)")
+    cfg.data.params = check_kwargs(builder, cfg.data.params, "data.params", ("n_points",))
+    G, D = lookup(MODELS, cfg.model.name, "model (model.name)")
+    reserved = ("z_dim", "data_shape", "num_classes")
+    cfg.model.g = check_kwargs(G, cfg.model.g, "model.g", reserved)
+    cfg.model.d = check_kwargs(D, cfg.model.d, "model.d", reserved)
+    lookup(LOSSES, cfg.loss.name, "loss (loss.name)")
+    for m in cfg.eval.metrics:
+        lookup(METRICS, m, "metric (eval.metrics)")
+    positive = {
+        "data.batch_size": cfg.data.batch_size,
+        "model.z_dim": cfg.model.z_dim,
+        "optim.d_steps": cfg.optim.d_steps,
+        "optim.g_steps": cfg.optim.g_steps,
+        "train.log_every": cfg.train.log_every,
+        "train.sample_every": cfg.train.sample_every,
+        "train.ckpt_every": cfg.train.ckpt_every,
+        "eval.n_samples": cfg.eval.n_samples,
+    }
+    non_negative = {
+        "data.n_points": cfg.data.n_points,
+        "model.num_classes": cfg.model.num_classes,
+        "train.steps": cfg.train.steps,
+        "train.epochs": cfg.train.epochs,
+        "train.keep_every": cfg.train.keep_every,
+        "train.threads": cfg.train.threads,
+        "train.sample_n": cfg.train.sample_n,
+        "optim.lr_g": cfg.optim.lr_g,
+        "optim.lr_d": cfg.optim.lr_d,
+        "loss.gp_weight": cfg.loss.gp_weight,
+        "loss.r1_weight": cfg.loss.r1_weight,
+    }
+    for key, v in positive.items():
+        if v <= 0:
+            raise ConfigError(f"{key} must be > 0, got {v}")
+    for key, v in non_negative.items():
+        if v < 0:
+            raise ConfigError(f"{key} must be >= 0, got {v}")
+    if not 0.0 <= cfg.loss.label_smoothing < 1.0:
+        raise ConfigError(f"loss.label_smoothing must be in [0, 1), got {cfg.loss.label_smoothing}")
+    for key, betas in (("optim.betas_g", cfg.optim.betas_g), ("optim.betas_d", cfg.optim.betas_d)):
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ConfigError(f"{key} must be in [0, 1), got {list(betas)}")

@@ -1,0 +1,121 @@
+"""Multilayer-perceptron generator and discriminator, for toy densities and flattened images.
+
+Conditioning (Mirza & Osindero 2014): with `num_classes > 0` a one-hot label is concatenated to the
+generator's noise and to the discriminator's input.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")
+OUTPUTS = ("none", "tanh", "sigmoid")
+
+
+def activation(name: str, slope: float = 0.2) -> nn.Module:
+    """The activation module called `name` (one of ACTIVATIONS)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose from: {', '.join(ACTIVATIONS)}")
+    if name == "leaky_relu":
+        return nn.LeakyReLU(slope)
+    return {
+        "relu": nn.ReLU,
+        "elu": nn.ELU,
+        "gelu": nn.GELU,
+        "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid,
+    }[name]()
+
+
+def mlp(
+    sizes: list[int],
+    act: str,
+    slope: float,
+    dropout: float,
+    batchnorm: bool,
+) -> list[nn.Module]:
+    """Hidden layers Linear -> [BatchNorm1d] -> act -> [Dropout] for consecutive pairs of `sizes`."""
+    layers: list[nn.Module] = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+        layers.append(nn.Linear(n_in, n_out))
+        if batchnorm:
+            layers.append(nn.BatchNorm1d(n_out))
+        layers.append(activation(act, slope))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+    return layers
+
+
+def _check_labels(labels: Tensor | None, num_classes: int, batch: int) -> Tensor | None:
+    if num_classes == 0:
+        if labels is not None:
+            raise ValueError("labels given to an unconditional model (num_classes=0)")
+        return None
+    if labels is None or labels.shape != (batch,):
+        raise ValueError(f"conditional model needs labels of shape ({batch},), got {labels!r}")
+    return F.one_hot(labels.long(), num_classes).float()  # (B, K)
+
+
+class MLPGenerator(nn.Module):
+    """z (B, z_dim) [+ labels (B,)] -> samples (B, *data_shape)."""
+
+    def __init__(
+        self,
+        z_dim: int,
+        data_shape: tuple[int, ...],
+        num_classes: int = 0,
+        hidden: tuple[int, ...] = (128, 128),
+        activation: str = "relu",
+        slope: float = 0.2,
+        dropout: float = 0.0,
+        batchnorm: bool = False,
+        output: str = "none",
+    ) -> None:
+        super().__init__()
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown output {output!r}; choose from: {', '.join(OUTPUTS)}")
+        self.z_dim, self.data_shape, self.num_classes = z_dim, tuple(data_shape), num_classes
+        sizes = [z_dim + num_classes, *hidden]
+        layers = mlp(sizes, activation, slope, dropout, batchnorm)
+        layers.append(nn.Linear(sizes[-1], math.prod(self.data_shape)))
+        if output != "none":
+            layers.append(nn.Tanh() if output == "tanh" else nn.Sigmoid())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
+        onehot = _check_labels(labels, self.num_classes, z.shape[0])
+        if onehot is not None:
+            z = torch.cat([z, onehot], dim=1)  # (B, z_dim + K)
+        return self.net(z).view(z.shape[0], *self.data_shape)
+
+
+class MLPDiscriminator(nn.Module):
+    """samples (B, *data_shape) [+ labels (B,)] -> logits (B,)."""
+
+    def __init__(
+        self,
+        data_shape: tuple[int, ...],
+        num_classes: int = 0,
+        hidden: tuple[int, ...] = (128, 128),
+        activation: str = "leaky_relu",
+        slope: float = 0.2,
+        dropout: float = 0.0,
+        batchnorm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.data_shape, self.num_classes = tuple(data_shape), num_classes
+        sizes = [math.prod(self.data_shape) + num_classes, *hidden]
+        self.net = nn.Sequential(
+            *mlp(sizes, activation, slope, dropout, batchnorm), nn.Linear(sizes[-1], 1)
+        )
+
+    def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
+        x = x.reshape(x.shape[0], -1)  # (B, D)
+        onehot = _check_labels(labels, self.num_classes, x.shape[0])
+        if onehot is not None:
+            x = torch.cat([x, onehot], dim=1)  # (B, D + K)
+        return self.net(x).squeeze(1)  # (B,)

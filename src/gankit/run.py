@@ -1,0 +1,164 @@
+"""Run directories: naming new runs, finding their checkpoint, and evaluating / plotting / sampling them.
+
+Layout of a run directory:
+    config.yaml env.json metrics.jsonl eval.jsonl samples/STEP.npy checkpoints/last.pt plots/*.png|gif
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gankit.checkpoint import CheckpointError, load_checkpoint, load_models
+from gankit.config import Config, config_from_dict
+from gankit.data import build_data
+from gankit.utils import GankitError, append_jsonl, make_generator, read_jsonl
+
+
+def new_run_dir(name: str, root: str | Path = "runs") -> Path:
+    """runs/NNNNN-name with the next free number (existing runs are never reused)."""
+    root = Path(root)
+    taken = [int(m.group(1)) for p in root.glob("*") if (m := re.match(r"(\d{5})-", p.name))]
+    return root / f"{max(taken, default=0) + 1:05d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise GankitError(
+            f"run directory {run_dir} already exists and is not empty; "
+            "pass --resume to continue it or choose another --run-dir"
+        )
+
+
+def resolve(path: str | Path) -> tuple[Path | None, Path]:
+    """RUN_DIR or CKPT -> (run_dir or None, checkpoint path)."""
+    path = Path(path)
+    if path.is_dir():
+        ckpt = path / "checkpoints" / "last.pt"
+        if not ckpt.exists():
+            raise CheckpointError(f"{path}: no checkpoints/last.pt (is it a gankit run directory?)")
+        return path, ckpt
+    if not path.exists():
+        raise CheckpointError(f"no such run directory or checkpoint: {path}")
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+    return run_dir, path
+
+
+def load_run(
+    path: str | Path,
+) -> tuple[Path | None, dict, Config, Any, torch.nn.Module, torch.nn.Module]:
+    """(run_dir, checkpoint dict, config, data source, G, D) for a run directory or checkpoint."""
+    run_dir, ckpt_path = resolve(path)
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = config_from_dict(ckpt["config"])
+    data = build_data(
+        cfg.data.name, cfg.data.params, cfg.seed, cfg.data.batch_size, cfg.data.n_points
+    )
+    G, D = load_models(ckpt)
+    return run_dir, ckpt, cfg, data, G, D
+
+
+def eval_run(
+    path: str | Path,
+    metrics: list[str] | None = None,
+    n: int | None = None,
+    seed: int | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate a run's last checkpoint; records (with protocol) are appended to eval.jsonl."""
+    from gankit import __version__
+    from gankit.metrics import default_metrics, evaluate
+
+    run_dir, ckpt, cfg, data, G, _ = load_run(path)
+    names = metrics or cfg.eval.metrics or default_metrics(data)
+    if not names:
+        raise GankitError(f"no default metrics for dataset {cfg.data.name!r}; pass --metrics")
+    n = n or cfg.eval.n_samples
+    seed = cfg.eval.seed if seed is None else seed
+    records = evaluate(G, data, names, n=n, seed=seed, z_dist=cfg.model.z_dist)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+    for r in records:
+        r.update(step=ckpt["step"], dataset=cfg.data.name, gankit_version=__version__, time=stamp)
+        if run_dir is not None:
+            append_jsonl(r, run_dir / "eval.jsonl")
+    return records
+
+
+def plot_run(run_dir: str | Path, n: int = 2500) -> list[Path]:
+    """Write the run's plots into run_dir/plots; returns the files written."""
+    from gankit import plots
+
+    run_dir = Path(run_dir)
+    history = read_jsonl(run_dir / "metrics.jsonl")
+    _, ckpt, cfg, data, G, D = load_run(run_dir)
+    out = run_dir / "plots"
+    written = [plots.save_figure(plots.loss_curves(history), out / "losses.png")]
+    from gankit.sample import sample
+    from gankit.utils import eval_mode
+
+    fake = sample(G, n, z_dist=cfg.model.z_dist, generator=make_generator(cfg.eval.seed, "eval"))
+    real = data.held_out(n, cfg.eval.seed).numpy()
+    fake = fake.numpy()
+    dim = data.shape[0]
+    if dim == 1:
+        d = data.density
+        pdf = (lambda x: d.pdf(torch.as_tensor(x)).numpy()) if hasattr(d, "pdf") else None
+        written.append(plots.save_figure(plots.density1d(fake, pdf, real), out / "density.png"))
+        if hasattr(d, "pdf"):
+            fig = plots.moments1d(history, d.mean, d.std)
+            written.append(plots.save_figure(fig, out / "moments.png"))
+    elif dim == 2:
+        written.append(plots.save_figure(plots.scatter2d(real, fake), out / "scatter.png"))
+        written.append(plots.save_figure(plots.density2d(fake, real), out / "density.png"))
+        both = np.concatenate([real, fake])
+        lo, hi = np.percentile(both, 0.5, axis=0), np.percentile(both, 99.5, axis=0)
+        pad = 0.15 * (hi - lo) + 1e-3
+        xs, ys, pts = plots.grid_points(
+            (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
+        )
+        with torch.no_grad(), eval_mode(D):
+            prob = torch.sigmoid(D(torch.from_numpy(pts))).numpy().reshape(len(ys), len(xs))
+        fig = plots.decision_surface(xs, ys, prob, real[:500], fake[:500])
+        written.append(plots.save_figure(fig, out / "decision.png"))
+    snaps = sorted((run_dir / "samples").glob("*.npy"))
+    if snaps:
+        frames = plots.toy_frames([(int(p.stem), np.load(p)) for p in snaps], real[:1000])
+        written.append(plots.save_gif(frames, out / "samples.gif"))
+    return written
+
+
+def sample_to_file(ckpt_path: str | Path, out: str | Path, n: int = 64, seeds: list[int] | None = None,
+                   seed: int = 0) -> Path:  # fmt: skip
+    """Write samples of a checkpoint to .npy, .csv, .pt or (as a scatter/histogram) .png."""
+    from gankit.sample import sample, sample_seeds
+
+    _, ckpt_path = resolve(ckpt_path)
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = config_from_dict(ckpt["config"])
+    G = load_models(ckpt)[0]
+    if seeds is not None:
+        x = sample_seeds(G, seeds, z_dist=cfg.model.z_dist)
+    else:
+        x = sample(G, n, z_dist=cfg.model.z_dist, generator=torch.Generator().manual_seed(seed))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    suffix = out.suffix.lower()
+    if suffix == ".npy":
+        np.save(out, x.numpy())
+    elif suffix == ".pt":
+        torch.save(x, out)
+    elif suffix == ".csv":
+        np.savetxt(out, x.flatten(1).numpy(), delimiter=",", fmt="%.6g")
+    elif suffix == ".png":
+        from gankit import plots
+
+        arr = x.flatten(1).numpy()
+        fig = plots.scatter2d(np.empty((0, 2)), arr) if arr.shape[1] == 2 else plots.density1d(arr)
+        plots.save_figure(fig, out)
+    else:
+        raise GankitError(f"unsupported output {out.name!r}; use .npy, .csv, .pt or .png")
+    return out

@@ -1,0 +1,303 @@
+"""The trainer: `TrainState`, `train_step()` (one D/G update) and `train()` (the loop).
+
+Unit of time: one step = `optim.d_steps` discriminator updates, then `optim.g_steps` generator updates.
+Batch `i` of the run is a function of `(seed, i)`, and every RNG state is checkpointed, so a resumed run
+is bit-identical to an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gankit.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from gankit.config import Config, to_dict, to_yaml
+from gankit.data import build_data
+from gankit.fastmlp import AdamKernel
+from gankit.losses import LOSSES, gradient_penalty, r1_penalty
+from gankit.models import build_models
+from gankit.sample import generate, sample_z
+from gankit.utils import (
+    GankitError,
+    append_jsonl,
+    env_info,
+    get_device,
+    make_generator,
+    read_jsonl,
+    seed_everything,
+    write_json,
+)
+
+log = logging.getLogger(__name__)
+LOG_KEYS = ("loss_d", "loss_g", "d_real", "d_fake")  # d_real/d_fake: mean sigmoid(D(.)) of the step
+
+
+class NonFiniteLossError(GankitError):
+    """A loss became NaN or infinite."""
+
+
+class TrainingInterrupted(GankitError):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved. `signum` gives the exit code 128 + signum."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+@dataclass
+class TrainState:
+    G: nn.Module
+    D: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    z_gen: torch.Generator  # stream of the training noise
+    step: int = 0
+    adam_g: AdamKernel = field(init=False)  # opt_g.step() without its Python overhead
+    adam_d: AdamKernel = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.adam_g, self.adam_d = AdamKernel(self.opt_g), AdamKernel(self.opt_d)
+
+
+def build_state(cfg: Config, data_shape: tuple[int, ...], device: torch.device) -> TrainState:
+    """Models and optimizers for `cfg`, seeded from `cfg.seed`, on `device`."""
+    seed_everything(cfg.seed)
+    m = cfg.model
+    G, D = build_models(m.name, m.z_dim, data_shape, m.num_classes, m.g, m.d)
+    G, D = G.to(device), D.to(device)
+    # fused Adam: one kernel per update instead of ~10 multi-tensor ops (1.3x steps/s on toy MLPs)
+    fused = {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
+    opt_g = torch.optim.Adam(G.parameters(), cfg.optim.lr_g, betas=cfg.optim.betas_g, **fused)
+    opt_d = torch.optim.Adam(D.parameters(), cfg.optim.lr_d, betas=cfg.optim.betas_d, **fused)
+    z_gen = make_generator(cfg.seed, "z", device=device)
+    return TrainState(G, D, opt_g, opt_d, z_gen)
+
+
+def train_step(
+    state: TrainState,
+    reals: list[Tensor],
+    labels: list[Tensor | None],
+    cfg: Config,
+) -> dict[str, Tensor]:
+    """`len(reals)` (= d_steps) D updates then `cfg.optim.g_steps` G updates.
+
+    Returns 0-dim detached tensors (not floats): converting costs a device sync per step, so the
+    loop sums them and converts only at the logging cadence.
+    """
+    G, D, opt_g, opt_d = state.G, state.D, state.opt_g, state.opt_d  # noqa: F841
+    d_loss, g_loss = LOSSES[cfg.loss.name]
+    m, lc = cfg.model, cfg.loss
+    for j, (real, lab) in enumerate(zip(reals, labels, strict=True)):
+        z = sample_z(real.shape[0], m.z_dim, m.z_dist, state.z_gen, real.device)
+        last = j == len(reals) - 1
+        with torch.set_grad_enabled(last):  # the last fake is reused by the first G update
+            fake = G(z, lab)
+        d_real, d_fake = D(real, lab), D(fake.detach(), lab)
+        loss_d = d_loss(d_real, d_fake, lc.label_smoothing)
+        if lc.gp_weight:
+            loss_d = loss_d + lc.gp_weight * gradient_penalty(D, real, fake, lab)
+        if lc.r1_weight:
+            loss_d = loss_d + lc.r1_weight * r1_penalty(D, real, lab)
+        opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        state.adam_d.step()
+    D.requires_grad_(False)  # G updates need gradients w.r.t. G only
+    for k in range(cfg.optim.g_steps):
+        if k > 0:
+            z = sample_z(real.shape[0], m.z_dim, m.z_dist, state.z_gen, real.device)
+            fake = G(z, lab)
+        loss_g = g_loss(D(fake, lab))
+        opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        state.adam_g.step()
+    D.requires_grad_(True)
+    state.step += 1
+    return {
+        "loss_d": loss_d.detach(),
+        "loss_g": loss_g.detach(),
+        "d_real": torch.sigmoid(d_real.detach()).mean(),
+        "d_fake": torch.sigmoid(d_fake.detach()).mean(),
+    }
+
+
+def total_steps(cfg: Config, batches_per_epoch: int | None) -> int:
+    """train.steps, or the steps that make train.epochs passes over a finite dataset."""
+    if not cfg.train.epochs:
+        return cfg.train.steps
+    if batches_per_epoch is None:
+        raise GankitError("train.epochs needs a finite dataset: set data.n_points > 0")
+    return math.ceil(cfg.train.epochs * batches_per_epoch / cfg.optim.d_steps)
+
+
+RESUMABLE_KEYS = ("train.steps", "train.epochs", "train.log_every", "train.ckpt_every",
+                  "train.keep_every", "train.device", "train.threads", "train.progress", "eval.")  # fmt: skip
+
+
+def _check_resume_config(stored: dict, cfg: Config) -> None:
+    """Resuming with a different model/data/optimiser would silently train something else."""
+
+    def flat(d: dict, prefix: str = "") -> dict:
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+
+    old, new = flat(stored), flat(to_dict(cfg))
+    diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    diff = [k for k in diff if not k.startswith(RESUMABLE_KEYS)]
+    if diff:
+        raise GankitError(
+            f"--resume: config differs from the run's in {', '.join(diff)}; only "
+            "train.steps/epochs/cadences/device and eval.* may change on resume"
+        )
+
+
+class _SignalGuard:
+    """Turn SIGINT/SIGTERM into a flag the loop checks between steps (main thread only)."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> _SignalGuard:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None:  # second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _snapshot(state: TrainState, z_fixed: Tensor, run_dir: Path) -> dict[str, float]:
+    """Save G(fixed noise) as samples/STEP.npy (a GIF frame); return its mean/std for metrics."""
+    fake = generate(state.G, z_fixed)  # eval mode, train mode restored
+    np.save(run_dir / "samples" / f"{state.step:06d}.npy", fake.numpy())
+    return {"fake_mean": fake.mean().item(), "fake_std": fake.std(dim=0).mean().item()}
+
+
+def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainState:
+    """Run (or resume) training; writes config, metrics.jsonl, snapshots and checkpoints in run_dir."""
+    run_dir = Path(run_dir)
+    ckpt_dir, last = run_dir / "checkpoints", run_dir / "checkpoints" / "last.pt"
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = get_device(cfg.train.device)
+    data = build_data(
+        cfg.data.name, cfg.data.params, cfg.seed, cfg.data.batch_size, cfg.data.n_points
+    ).to(device)
+    steps = total_steps(cfg, data.batches_per_epoch)
+    state = build_state(cfg, data.shape, device)
+    z_fixed = sample_z(cfg.train.sample_n, cfg.model.z_dim, cfg.model.z_dist,
+                       make_generator(cfg.seed, "fixed_noise"))  # fmt: skip
+    gens = {"z": state.z_gen}
+    if resume:
+        ckpt = load_checkpoint(last, map_location=device)
+        _check_resume_config(ckpt["config"], cfg)
+        state.G.load_state_dict(ckpt["G"])
+        state.D.load_state_dict(ckpt["D"])
+        state.opt_g.load_state_dict(ckpt["opt_g"])
+        state.opt_d.load_state_dict(ckpt["opt_d"])
+        state.step = ckpt["step"]
+        set_rng_state(ckpt["rng"], gens)
+        # drop log lines written after the checkpoint: they will be recomputed identically
+        kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step", 0) <= state.step]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+        log.info("resumed %s at step %d", run_dir, state.step)
+    else:
+        for sub in ("checkpoints", "samples", "plots"):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        (run_dir / "metrics.jsonl").touch()
+        (run_dir / "eval.jsonl").touch()
+    write_json(env_info(device), run_dir / "env.json")
+
+    def checkpoint(path: Path) -> None:
+        save_checkpoint(
+            path, step=state.step, config=to_dict(cfg),
+            models={"G": state.G, "D": state.D},
+            optimizers={"opt_g": state.opt_g, "opt_d": state.opt_d},
+            generators=gens, extra={"data_shape": list(data.shape)},
+        )  # fmt: skip
+
+    step_fn = train_step
+    if cfg.train.fast_path:
+        from gankit.fastmlp import eligible, make_fast_step
+
+        why_not = eligible(state.G, state.D, cfg)
+        if why_not is None:
+            step_fn = make_fast_step(state, cfg)
+        log.info("fast MLP step: %s", "on" if why_not is None else f"off ({why_not})")
+
+    if state.step == 0:
+        append_jsonl({"step": 0, **_snapshot(state, z_fixed, run_dir)}, run_dir / "metrics.jsonl")
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, initial=state.step, disable=not cfg.train.progress, unit="step",
+               dynamic_ncols=True, mininterval=0.5)  # fmt: skip
+    acc = torch.zeros(len(LOG_KEYS), device=device)  # sums since the last log line
+    n_acc, t_log, d_steps = 0, time.perf_counter(), cfg.optim.d_steps
+    with _SignalGuard() as guard:
+        while state.step < steps:
+            i0 = state.step * d_steps
+            batches = [data.batch(i0 + j) for j in range(d_steps)]
+            out = step_fn(state, [b[0] for b in batches], [b[1] for b in batches], cfg)
+            acc += torch.stack([out[k] for k in LOG_KEYS])
+            n_acc += 1
+            s, tc = state.step, cfg.train
+            bar.update(1)
+            is_log = s % tc.log_every == 0 or s == steps or guard.signum is not None
+            is_ckpt = s % tc.ckpt_every == 0 or s == steps or guard.signum is not None
+            if is_log or is_ckpt:
+                means = (acc / n_acc).tolist()  # the one host sync per log window
+                bad = [k for k, v in zip(LOG_KEYS, means, strict=True) if not math.isfinite(v)]
+                if bad:
+                    bar.close()
+                    good = f"step {load_checkpoint(last)['step']}" if last.exists() else "none"
+                    raise NonFiniteLossError(
+                        f"{bad[0]} became {means[LOG_KEYS.index(bad[0])]} between steps "
+                        f"{s - n_acc + 1} and {s}; stopped without saving (last good checkpoint: "
+                        f"{good}); lower optim.lr_d/lr_g or try another loss.name"
+                    )
+                now = time.perf_counter()
+                rec = {"step": s, **dict(zip(LOG_KEYS, means, strict=True)),
+                       "it_s": n_acc / max(now - t_log, 1e-9)}  # fmt: skip
+                if s % tc.sample_every == 0 or s == steps:
+                    rec.update(_snapshot(state, z_fixed, run_dir))
+                append_jsonl(rec, run_dir / "metrics.jsonl")
+                bar.set_postfix(loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}", refresh=False)
+                acc.zero_()
+                n_acc, t_log = 0, now
+            elif s % tc.sample_every == 0:
+                append_jsonl({"step": s, **_snapshot(state, z_fixed, run_dir)},
+                             run_dir / "metrics.jsonl")  # fmt: skip
+            if is_ckpt:
+                checkpoint(last)
+                if tc.keep_every and s % tc.keep_every == 0:
+                    checkpoint(ckpt_dir / f"step_{s:06d}.pt")
+            if guard.signum is not None:
+                bar.close()
+                name = signal.Signals(guard.signum).name
+                raise TrainingInterrupted(
+                    f"{name} at step {s}: checkpoint saved to {last}; continue with --resume",
+                    guard.signum,
+                )
+    bar.close()
+    return state
