@@ -1,0 +1,108 @@
+"""Registry-wide model tests and golden loss values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gankit.losses import LOSSES, d_bce, g_minimax, g_nonsaturating, gradient_penalty, r1_penalty
+from gankit.models import MODELS, build_models
+
+SHAPES = [(2,), (1,), (1, 16, 16)]
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_every_model_shapes_and_gradients(name, shape, num_classes):
+    G, D = build_models(name, 8, shape, num_classes, {"hidden": (16,)}, {"hidden": (16,)})
+    labels = torch.tensor([0, 1, 2, 2]) if num_classes else None
+    z = torch.randn(4, 8)
+    x = G(z, labels)
+    assert x.shape == (4, *shape)
+    logits = D(x, labels)
+    assert logits.shape == (4,)
+    assert torch.isfinite(logits).all()
+    logits.sum().backward()
+    for m in (G, D):
+        for n, p in m.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all(), n
+
+
+def test_conditional_output_changes_with_label():
+    G, D = build_models("mlp", 8, (2,), 4, {"hidden": (16,)}, {"hidden": (16,)})
+    z = torch.randn(1, 8).repeat(4, 1)
+    out = G(z, torch.arange(4))
+    assert not torch.allclose(out[0], out[3])  # the last class reaches the network too
+    with pytest.raises(ValueError, match="needs labels"):
+        G(z)
+
+
+def test_unconditional_model_rejects_labels():
+    G, _ = build_models("mlp", 8, (2,))
+    with pytest.raises(ValueError, match="unconditional"):
+        G(torch.randn(2, 8), torch.zeros(2, dtype=torch.long))
+
+
+def test_mlp_options_build_the_requested_layers():
+    G, D = build_models(
+        "mlp", 4, (2,), 0,
+        {"hidden": (8, 8), "batchnorm": True, "output": "tanh"},
+        {"hidden": (8,), "dropout": 0.5, "activation": "relu"},
+    )  # fmt: skip
+    kinds = [type(m) for m in G.net]
+    assert kinds.count(nn.BatchNorm1d) == 2 and kinds[-1] is nn.Tanh
+    assert any(isinstance(m, nn.Dropout) for m in D.net)
+    assert G(torch.randn(5, 4)).abs().max() <= 1
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_every_loss_is_scalar_finite_and_differentiable(name):
+    d_loss, g_loss = LOSSES[name]
+    d_real = torch.randn(6, requires_grad=True)
+    d_fake = torch.randn(6, requires_grad=True)
+    for loss in (d_loss(d_real, d_fake, 0.1), g_loss(d_fake)):
+        assert loss.shape == () and torch.isfinite(loss)
+        (gr,) = torch.autograd.grad(loss, d_fake)
+        assert gr.abs().sum() > 0
+
+
+def test_bce_golden_values():
+    zeros = torch.zeros(5)
+    assert d_bce(zeros, zeros).item() == pytest.approx(2 * math.log(2))
+    assert g_nonsaturating(zeros).item() == pytest.approx(math.log(2))
+    assert g_minimax(zeros).item() == pytest.approx(-math.log(2))
+    # one-sided smoothing: real target 0.9 at logit x -> 0.9*softplus(-x) + 0.1*softplus(x)
+    x = torch.tensor([2.0])
+    sp = torch.nn.functional.softplus
+    expected = 0.9 * sp(-x) + 0.1 * sp(x) + sp(torch.tensor([-3.0]))
+    assert d_bce(x, torch.tensor([-3.0]), 0.1).item() == pytest.approx(expected.item())
+
+
+def test_bce_is_stable_at_extreme_logits():
+    big = torch.tensor([1e4, -1e4])
+    assert torch.isfinite(d_bce(big, -big)) and torch.isfinite(g_nonsaturating(big))
+
+
+def test_minimax_and_nonsaturating_differ_in_gradient():
+    """They share the optimum but not the gradient: saturating vanishes when D rejects fakes."""
+    x = torch.tensor([-6.0], requires_grad=True)  # D confidently says 'fake'
+    (g_ns,) = torch.autograd.grad(g_nonsaturating(x), x)
+    (g_mm,) = torch.autograd.grad(g_minimax(x), x)
+    assert g_ns.item() == pytest.approx(torch.sigmoid(x).item() - 1, rel=1e-5)
+    assert g_mm.item() == pytest.approx(-torch.sigmoid(x).item(), rel=1e-5)
+    assert abs(g_ns.item()) > 100 * abs(g_mm.item())
+
+
+def test_gradient_penalty_zero_for_unit_lipschitz_linear_critic():
+    class Lin(nn.Module):
+        def forward(self, x, labels=None):
+            return x @ torch.tensor([0.6, 0.8])  # ||w|| = 1
+
+    real, fake = torch.randn(8, 2), torch.randn(8, 2)
+    assert gradient_penalty(Lin(), real, fake).item() == pytest.approx(0.0, abs=1e-10)
+    # R1 = ||w||^2 / 2
+    assert r1_penalty(Lin(), real).item() == pytest.approx(0.5)

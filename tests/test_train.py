@@ -1,0 +1,181 @@
+"""Trainer behaviour: updates, G:D ratios, the fast MLP path, resume, NaN and signal handling."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from gankit.checkpoint import load_checkpoint
+from gankit.config import load_config
+from gankit.fastmlp import AdamKernel, eligible, make_fast_step
+from gankit.losses import LOSSES
+from gankit.train import NonFiniteLossError, build_state, train, train_step
+
+
+def _params(m):
+    return [p.detach().clone() for p in m.parameters()]
+
+
+def _batches(cfg, n):
+    from gankit.data import build_data
+
+    src = build_data(cfg.data.name, cfg.data.params, cfg.seed, cfg.data.batch_size, 64)
+    return [src.batch(i)[0] for i in range(n)], src.shape
+
+
+def test_train_step_updates_both_networks(tiny_cfg):
+    reals, shape = _batches(tiny_cfg, 1)
+    state = build_state(tiny_cfg, shape, torch.device("cpu"))
+    g0, d0 = _params(state.G), _params(state.D)
+    out = train_step(state, reals, [None], tiny_cfg)
+    assert set(out) == {"loss_d", "loss_g", "d_real", "d_fake"}
+    assert all(torch.isfinite(v) for v in out.values())
+    assert all(not torch.equal(a, b) for a, b in zip(g0, state.G.parameters(), strict=True))
+    assert all(not torch.equal(a, b) for a, b in zip(d0, state.D.parameters(), strict=True))
+    assert state.step == 1
+    assert all(p.requires_grad for p in state.D.parameters())  # re-enabled after the G update
+
+
+@pytest.mark.parametrize(("d_steps", "g_steps"), [(3, 1), (1, 2)])
+def test_update_ratio_is_honoured(tiny_overrides, d_steps, g_steps):
+    cfg = load_config("toy_ring", [*tiny_overrides, f"optim.d_steps={d_steps}",
+                                   f"optim.g_steps={g_steps}"])  # fmt: skip
+    reals, shape = _batches(cfg, d_steps)
+    state = build_state(cfg, shape, torch.device("cpu"))
+    train_step(state, reals, [None] * d_steps, cfg)
+    step_of = lambda opt: int(next(iter(opt.state.values()))["step"])  # noqa: E731
+    assert step_of(state.opt_d) == d_steps
+    assert step_of(state.opt_g) == g_steps
+
+
+@pytest.mark.parametrize("loss", ["nonsaturating", "minimax"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+@pytest.mark.parametrize(("d_steps", "g_steps"), [(1, 1), (2, 1), (1, 2)])
+def test_fast_mlp_step_matches_autograd(tiny_overrides, loss, smoothing, d_steps, g_steps):
+    cfg = load_config("toy_ring", [*tiny_overrides, f"loss.name={loss}",
+                                   f"loss.label_smoothing={smoothing}", f"optim.d_steps={d_steps}",
+                                   f"optim.g_steps={g_steps}", "model.d.activation=leaky_relu",
+                                   "model.g.output=tanh"])  # fmt: skip
+    reals, shape = _batches(cfg, 5 * d_steps)
+    slow = build_state(cfg, shape, torch.device("cpu"))
+    fast = build_state(cfg, shape, torch.device("cpu"))
+    assert eligible(fast.G, fast.D, cfg) is None
+    step = make_fast_step(fast, cfg)
+    for i in range(5):
+        rs = reals[i * d_steps : (i + 1) * d_steps]
+        a = train_step(slow, rs, [None] * d_steps, cfg)
+        b = step(fast, rs, [None] * d_steps, cfg)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    for m_slow, m_fast in ((slow.G, fast.G), (slow.D, fast.D)):
+        for p, q in zip(m_slow.parameters(), m_fast.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+
+
+def test_fast_path_declines_what_it_cannot_do_exactly(tiny_overrides):
+    for extra, reason in [
+        ("model.d.dropout=0.5", "layers other than"),
+        ("model.g.batchnorm=true", "layers other than"),
+        ("loss.name=hinge", "loss 'hinge'"),
+        ("loss.gp_weight=1.0", "penalties"),
+        ("model.num_classes=3", "unconditional"),
+    ]:
+        cfg = load_config("toy_ring", [*tiny_overrides, extra])
+        state = build_state(cfg, (2,), torch.device("cpu"))
+        assert reason in eligible(state.G, state.D, cfg)
+
+
+def test_adam_kernel_is_bit_identical_to_optimizer_step():
+    torch.manual_seed(0)
+    nets = [torch.nn.Linear(5, 3) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [torch.optim.Adam(n.parameters(), 1e-2, betas=(0.5, 0.9), fused=True) for n in nets]
+    kernel = AdamKernel(opts[1])
+    assert kernel.simple
+    for _ in range(4):
+        x = torch.randn(7, 5)
+        for n, o in zip(nets, opts, strict=True):
+            o.zero_grad()
+            n(x).pow(2).sum().backward()
+        opts[0].step()
+        kernel.step()
+    for p, q in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert opts[0].state_dict()["state"][0]["step"] == opts[1].state_dict()["state"][0]["step"]
+
+
+def _weights(run_dir):
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    return ckpt["G"], ckpt["D"], ckpt["opt_g"], ckpt
+
+
+@pytest.mark.parametrize("preset", ["toy_ring", "gauss1d"])  # fast path; autograd with dropout
+def test_resume_is_bit_identical(tmp_path, tiny_overrides, preset):
+    over = [o for o in tiny_overrides if "hidden" not in o]
+    full = train(load_config(preset, over), tmp_path / "full")
+    half = load_config(preset, [*over, "train.steps=4"])
+    train(half, tmp_path / "half")
+    resumed = train(load_config(preset, over), tmp_path / "half", resume=True)
+    assert full.step == resumed.step == 8
+    g1, d1, o1, c1 = _weights(tmp_path / "full")
+    g2, d2, o2, c2 = _weights(tmp_path / "half")
+    for a, b in ((g1, g2), (d1, d2)):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(c1["rng"]["torch"], c2["rng"]["torch"])
+    log = lambda d: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
+    steps_full = [r["step"] for r in log(tmp_path / "full")]
+    assert steps_full == [r["step"] for r in log(tmp_path / "half")]  # no duplicated lines
+    losses = lambda d: [r.get("loss_d") for r in log(d)]  # noqa: E731
+    assert losses(tmp_path / "full") == losses(tmp_path / "half")
+
+
+def test_resume_rejects_a_different_model(tmp_path, tiny_cfg, tiny_overrides):
+    train(tiny_cfg, tmp_path / "r")
+    other = load_config("toy_ring", [*tiny_overrides, "model.z_dim=3"])
+    with pytest.raises(Exception, match="config differs from the run's in model.z_dim"):
+        train(other, tmp_path / "r", resume=True)
+
+
+def test_checkpoint_is_weights_only_loadable_and_complete(tmp_path, tiny_cfg):
+    train(tiny_cfg, tmp_path / "r")
+    ckpt = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)
+    assert {"format", "gankit_version", "step", "config", "G", "D", "opt_g", "opt_d", "rng"} <= set(
+        ckpt
+    )
+    assert ckpt["step"] == 8 and ckpt["config"]["model"]["z_dim"] == tiny_cfg.model.z_dim
+    assert {"torch", "python", "numpy", "generators"} <= set(ckpt["rng"])
+    assert (tmp_path / "r" / "config.yaml").read_text().startswith("seed:")
+    assert not list((tmp_path / "r" / "checkpoints").glob(".*tmp"))  # no temp files left
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_overrides, monkeypatch):
+    calls = {"n": 0}
+    d_loss, g_loss = LOSSES["nonsaturating"]
+
+    def poisoned(d_real, d_fake, smoothing=0.0):
+        calls["n"] += 1
+        loss = d_loss(d_real, d_fake, smoothing)
+        return loss * float("nan") if calls["n"] > 5 else loss
+
+    monkeypatch.setitem(LOSSES, "poisoned", (poisoned, g_loss))
+    cfg = load_config("toy_ring", [*tiny_overrides, "loss.name=poisoned"])
+    with pytest.raises(NonFiniteLossError, match=r"loss_d became nan between steps 5 and 6"):
+        train(cfg, tmp_path / "r")
+    ckpt = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 4
+    assert all(torch.isfinite(v).all() for v in ckpt["G"].values())
+
+
+def test_snapshots_do_not_touch_batchnorm_statistics(tmp_path, tiny_overrides):
+    from gankit.sample import generate
+
+    cfg = load_config("toy_ring", [*tiny_overrides, "model.g.batchnorm=true"])
+    state = build_state(cfg, (2,), torch.device("cpu"))
+    bn = next(m for m in state.G.modules() if isinstance(m, torch.nn.BatchNorm1d))
+    before = copy.deepcopy(bn.state_dict())
+    generate(state.G, torch.randn(32, cfg.model.z_dim))
+    assert state.G.training  # train mode restored
+    assert all(torch.equal(before[k], v) for k, v in bn.state_dict().items())
