@@ -101,7 +101,10 @@ def test_sample_seeds_are_reproducible(ring_run, tmp_path):
     assert xa.shape == (4, 2)
     np.testing.assert_array_equal(xa[2:], xb)  # seed 2 is the same sample whatever else is asked
     c = tmp_path / "c.csv"
-    assert main(["sample", str(ring_run / "checkpoints" / "last.pt"), "--n", "10", "--out", str(c)]) == 0
+    assert (
+        main(["sample", str(ring_run / "checkpoints" / "last.pt"), "--n", "10", "--out", str(c)])
+        == 0
+    )
     assert np.loadtxt(c, delimiter=",").shape == (10, 2)
     assert main(["sample", str(ring_run), "--out", str(tmp_path / "s.png")]) == 0
     assert main(["sample", str(ring_run), "--out", str(tmp_path / "s.xyz")]) == 1

@@ -112,9 +112,16 @@ def _weights(run_dir):
     return ckpt["G"], ckpt["D"], ckpt["opt_g"], ckpt
 
 
-@pytest.mark.parametrize("preset", ["toy_ring", "gauss1d"])  # fast path; autograd with dropout
-def test_resume_is_bit_identical(tmp_path, tiny_overrides, preset):
-    over = [o for o in tiny_overrides if "hidden" not in o]
+@pytest.mark.parametrize(
+    ("preset", "extra"),
+    [
+        ("toy_ring", []),
+        ("gauss1d", []),
+        ("toy_ring", ["train.ema_decay=0.9", "optim.lr_schedule=linear"]),
+    ],
+)  # fast path; autograd path (dropout); EMA + schedule
+def test_resume_is_bit_identical(tmp_path, tiny_overrides, preset, extra):
+    over = [o for o in tiny_overrides if "hidden" not in o] + extra
     full = train(load_config(preset, over), tmp_path / "full")
     half = load_config(preset, [*over, "train.steps=4"])
     train(half, tmp_path / "half")
@@ -122,8 +129,8 @@ def test_resume_is_bit_identical(tmp_path, tiny_overrides, preset):
     assert full.step == resumed.step == 8
     g1, d1, o1, c1 = _weights(tmp_path / "full")
     g2, d2, o2, c2 = _weights(tmp_path / "half")
-    for a, b in ((g1, g2), (d1, d2)):
-        assert all(torch.equal(a[k], b[k]) for k in a)
+    for a, b in ((g1, g2), (d1, d2), (c1["G_ema"], c2["G_ema"])):
+        assert (a is None and b is None) or all(torch.equal(a[k], b[k]) for k in a)
     assert torch.equal(c1["rng"]["torch"], c2["rng"]["torch"])
     log = lambda d: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     steps_full = [r["step"] for r in log(tmp_path / "full")]
@@ -179,3 +186,21 @@ def test_snapshots_do_not_touch_batchnorm_statistics(tmp_path, tiny_overrides):
     generate(state.G, torch.randn(32, cfg.model.z_dim))
     assert state.G.training  # train mode restored
     assert all(torch.equal(before[k], v) for k, v in bn.state_dict().items())
+
+
+def test_ema_tracks_the_moving_average_and_is_what_gets_sampled(tmp_path, tiny_overrides):
+    from gankit.checkpoint import load_generator
+    from gankit.train import ema_update
+
+    ema, net = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    expected = [0.9 * e + 0.1 * p for e, p in zip(ema.parameters(), net.parameters(), strict=True)]
+    ema_update(ema, net, 0.9)
+    for e, x in zip(ema.parameters(), expected, strict=True):
+        torch.testing.assert_close(e, x)
+
+    cfg = load_config("toy_ring", [*tiny_overrides, "train.ema_decay=0.5"])
+    state = train(cfg, tmp_path / "r")
+    ckpt = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert not torch.equal(ckpt["G_ema"]["net.0.weight"], ckpt["G"]["net.0.weight"])
+    G = load_generator(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert torch.equal(G.net[0].weight, state.G_ema.net[0].weight)

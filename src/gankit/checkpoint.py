@@ -41,14 +41,14 @@ def set_rng_state(state: dict[str, Any], extra: dict[str, torch.Generator]) -> N
         torch.cuda.set_rng_state_all(state["cuda"])
     random.setstate(_as_tuple(state["python"]))
     kind, key, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, np.asarray(key, dtype=np.uint32), pos, has_gauss, cached))
+    np.random.set_state((kind, np.asarray(key, dtype=np.uint32), pos, has_gauss, cached))  # noqa: NPY002 (restoring the global state user code may rely on)
     for k, g in extra.items():
         g.set_state(state["generators"][k])
 
 
 def _numpy_state() -> list:
     """numpy's legacy global state as plain Python values (arrays are not weights_only-safe)."""
-    kind, key, pos, has_gauss, cached = np.random.get_state()
+    kind, key, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
     return [kind, key.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
@@ -103,12 +103,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the generator from the checkpoint's stored config alone, in eval mode."""
+    """Rebuild the generator (its moving average G_ema when stored) from the checkpoint alone, in
+    eval mode."""
     return load_models(load_checkpoint(path, map_location))[0].eval()
 
 
 def load_models(ckpt: dict) -> tuple[nn.Module, nn.Module]:
-    """(G, D) rebuilt from a loaded checkpoint dict, weights restored (CPU, train mode)."""
+    """(G, D) rebuilt from a loaded checkpoint dict (CPU, train mode). G holds G_ema's weights when the
+    run kept a moving average: that is the generator to sample and evaluate."""
     from gankit.config import config_from_dict
     from gankit.data import build_data
     from gankit.models import build_models
@@ -126,6 +128,6 @@ def load_models(ckpt: dict) -> tuple[nn.Module, nn.Module]:
         cfg.model.g,
         cfg.model.d,
     )
-    G.load_state_dict(ckpt["G"])
+    G.load_state_dict(ckpt["G_ema"] if ckpt.get("G_ema") is not None else ckpt["G"])
     D.load_state_dict(ckpt["D"])
     return G, D

@@ -68,6 +68,9 @@ class OptimConfig:
     # One step = d_steps discriminator updates then g_steps generator updates.
     d_steps: int = 1
     g_steps: int = 1
+    # constant, or linear decay of both learning rates to 0 at the last step (sharpens the final
+    # samples: with a constant rate G keeps jittering around the target by ~lr-sized steps)
+    lr_schedule: Literal["constant", "linear"] = "constant"
 
 
 @dataclass
@@ -82,6 +85,9 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     progress: bool = True  # tqdm progress bar
+    # >0: keep G_ema, an exponential moving average of G's weights (Yazici et al. 2019), used for
+    # snapshots, eval and sampling; it averages out the oscillation of the last iterates
+    ema_decay: float = 0.0
     fast_path: bool = True  # closed-form MLP step where it is exact (see gankit.fastmlp)
 
 
@@ -168,7 +174,10 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{key}: expected {len(args)} values, got {list(value)!r}")
-            return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(
+                coerce(v, a, f"{key}[{i}]")
+                for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
         item = args[0] if args else Any
         out = [coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(out) if (origin or tp) is tuple else out
@@ -384,6 +393,8 @@ def validate(cfg: Config) -> None:
     for key, v in non_negative.items():
         if v < 0:
             raise ConfigError(f"{key} must be >= 0, got {v}")
+    if not 0.0 <= cfg.train.ema_decay < 1.0:
+        raise ConfigError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
     if not 0.0 <= cfg.loss.label_smoothing < 1.0:
         raise ConfigError(f"loss.label_smoothing must be in [0, 1), got {cfg.loss.label_smoothing}")
     for key, betas in (("optim.betas_g", cfg.optim.betas_g), ("optim.betas_d", cfg.optim.betas_d)):

@@ -7,6 +7,7 @@ is bit-identical to an uninterrupted one on CPU.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -62,6 +63,7 @@ class TrainState:
     opt_d: torch.optim.Optimizer
     z_gen: torch.Generator  # stream of the training noise
     step: int = 0
+    G_ema: nn.Module | None = None  # moving average of G (train.ema_decay > 0)
     adam_g: AdamKernel = field(init=False)  # opt_g.step() without its Python overhead
     adam_d: AdamKernel = field(init=False)
 
@@ -80,7 +82,16 @@ def build_state(cfg: Config, data_shape: tuple[int, ...], device: torch.device) 
     opt_g = torch.optim.Adam(G.parameters(), cfg.optim.lr_g, betas=cfg.optim.betas_g, **fused)
     opt_d = torch.optim.Adam(D.parameters(), cfg.optim.lr_d, betas=cfg.optim.betas_d, **fused)
     z_gen = make_generator(cfg.seed, "z", device=device)
-    return TrainState(G, D, opt_g, opt_d, z_gen)
+    G_ema = copy.deepcopy(G).requires_grad_(False) if cfg.train.ema_decay else None
+    return TrainState(G, D, opt_g, opt_d, z_gen, G_ema=G_ema)
+
+
+@torch.no_grad()
+def ema_update(G_ema: nn.Module, G: nn.Module, decay: float) -> None:
+    """G_ema <- decay * G_ema + (1 - decay) * G for parameters; buffers (BatchNorm stats) copied."""
+    torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1.0 - decay)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
+        b_ema.copy_(b)
 
 
 def train_step(
@@ -187,7 +198,8 @@ class _SignalGuard:
 
 def _snapshot(state: TrainState, z_fixed: Tensor, run_dir: Path) -> dict[str, float]:
     """Save G(fixed noise) as samples/STEP.npy (a GIF frame); return its mean/std for metrics."""
-    fake = generate(state.G, z_fixed)  # eval mode, train mode restored
+    G = state.G if state.G_ema is None else state.G_ema
+    fake = generate(G, z_fixed)  # eval mode, train mode restored
     np.save(run_dir / "samples" / f"{state.step:06d}.npy", fake.numpy())
     return {"fake_mean": fake.mean().item(), "fake_std": fake.std(dim=0).mean().item()}
 
@@ -212,6 +224,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainState:
         _check_resume_config(ckpt["config"], cfg)
         state.G.load_state_dict(ckpt["G"])
         state.D.load_state_dict(ckpt["D"])
+        if state.G_ema is not None:
+            state.G_ema.load_state_dict(ckpt["G_ema"])
         state.opt_g.load_state_dict(ckpt["opt_g"])
         state.opt_d.load_state_dict(ckpt["opt_d"])
         state.step = ckpt["step"]
@@ -231,7 +245,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainState:
     def checkpoint(path: Path) -> None:
         save_checkpoint(
             path, step=state.step, config=to_dict(cfg),
-            models={"G": state.G, "D": state.D},
+            models={"G": state.G, "D": state.D, "G_ema": state.G_ema},
             optimizers={"opt_g": state.opt_g, "opt_d": state.opt_d},
             generators=gens, extra={"data_shape": list(data.shape)},
         )  # fmt: skip
@@ -256,9 +270,15 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainState:
     n_acc, t_log, d_steps = 0, time.perf_counter(), cfg.optim.d_steps
     with _SignalGuard() as guard:
         while state.step < steps:
+            if cfg.optim.lr_schedule == "linear":  # a function of the step, so resume is exact
+                frac = 1.0 - state.step / steps
+                state.opt_g.param_groups[0]["lr"] = cfg.optim.lr_g * frac
+                state.opt_d.param_groups[0]["lr"] = cfg.optim.lr_d * frac
             i0 = state.step * d_steps
             batches = [data.batch(i0 + j) for j in range(d_steps)]
             out = step_fn(state, [b[0] for b in batches], [b[1] for b in batches], cfg)
+            if state.G_ema is not None:
+                ema_update(state.G_ema, state.G, cfg.train.ema_decay)
             acc += torch.stack([out[k] for k in LOG_KEYS])
             n_acc += 1
             s, tc = state.step, cfg.train

@@ -21,6 +21,17 @@ def _at_least_float32(x: Tensor) -> Tensor:
     return x.to(torch.float32)
 
 
+def _check_point_sets(samples: Tensor, other: Tensor, other_desc: str) -> None:
+    """Both (rows, D) with the same D and non-empty, else ValueError."""
+    if samples.ndim != 2 or other.ndim != 2 or samples.shape[1] != other.shape[1]:
+        raise ValueError(
+            f"expected samples (N, D) and {other_desc}, got {tuple(samples.shape)} and "
+            f"{tuple(other.shape)}"
+        )
+    if samples.shape[0] == 0 or other.shape[0] == 0:
+        raise ValueError(f"samples and {other_desc.split()[0]} must be non-empty")
+
+
 def mode_stats(
     samples: Tensor,
     centers: Tensor,
@@ -47,13 +58,7 @@ def mode_stats(
         "reverse_kl": KL(p_gen || uniform) in nats over high-quality samples, in [0, log K] or
         inf when no sample is high quality, "n": N}.
     """
-    if samples.ndim != 2 or centers.ndim != 2 or samples.shape[1] != centers.shape[1]:
-        raise ValueError(
-            f"expected samples (N, D) and centers (K, D), got {tuple(samples.shape)} and "
-            f"{tuple(centers.shape)}"
-        )
-    if samples.shape[0] == 0 or centers.shape[0] == 0:
-        raise ValueError("samples and centers must be non-empty")
+    _check_point_sets(samples, centers, "centers (K, D)")
     if std <= 0 or threshold <= 0 or chunk_size <= 0:
         raise ValueError(
             f"std, threshold, chunk_size must be > 0, got {std}, {threshold}, {chunk_size}"
@@ -171,13 +176,7 @@ def sliced_w1(
     Returns:
         {"sliced_w1": mean 1-D W1 >= 0 in sample units, "num_projections", "n": N, "n_ref": M}.
     """
-    if samples.ndim != 2 or reference.ndim != 2 or samples.shape[1] != reference.shape[1]:
-        raise ValueError(
-            f"expected samples (N, D) and reference (M, D), got {tuple(samples.shape)} and "
-            f"{tuple(reference.shape)}"
-        )
-    if samples.shape[0] == 0 or reference.shape[0] == 0:
-        raise ValueError("samples and reference must be non-empty")
+    _check_point_sets(samples, reference, "reference (M, D)")
     if num_projections < 1:
         raise ValueError(f"num_projections must be >= 1, got {num_projections}")
 
