@@ -117,11 +117,14 @@ def _weights(run_dir):
     [
         ("toy_ring", []),
         ("gauss1d", []),
-        ("toy_ring", ["train.ema_decay=0.9", "optim.lr_schedule=linear"]),
+        ("toy_ring", ["train.ema_decay=0.9"]),
     ],
-)  # fast path; autograd path (dropout); EMA + schedule
+)  # fast path; autograd path (dropout); EMA
 def test_resume_is_bit_identical(tmp_path, tiny_overrides, preset, extra):
-    over = [o for o in tiny_overrides if "hidden" not in o] + extra
+    """4 steps + resume to 8 == 8 steps. The schedule is constant here because a linear schedule is a
+    function of train.steps, so extending a run changes it (same-config resume with the linear
+    schedule is covered by the SIGKILL test in test_slow.py)."""
+    over = [o for o in tiny_overrides if "hidden" not in o] + extra + ["optim.lr_schedule=constant"]
     full = train(load_config(preset, over), tmp_path / "full")
     half = load_config(preset, [*over, "train.steps=4"])
     train(half, tmp_path / "half")
