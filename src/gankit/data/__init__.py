@@ -1,0 +1,73 @@
+"""Datasets by name. `DATASETS[name]` builds a density (toys) from `data.params`; `build_data` wraps it
+in a source that yields batch number `i` deterministically from `(seed, i)`, so resuming replays the
+same batches without saving loader state.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from gankit.data import toy
+from gankit.utils import make_generator
+
+DATASETS = {
+    "gauss1d": toy.gauss1d,
+    "split_normal": toy.split_normal,
+    "heart": toy.heart,
+    "ring": toy.ring,
+    "grid": toy.grid,
+}
+
+
+class ToySource:
+    """Batches of a toy density: a finite set of `n_points` shuffled per epoch, or fresh draws.
+
+    Attributes:
+        shape: shape of one sample, e.g. (2,).
+        size: number of points of the finite set, or None for infinite sampling.
+        batches_per_epoch: ceil(size / batch_size) (the last batch may be smaller), or None.
+    """
+
+    num_classes = 0
+
+    def __init__(self, density: toy.ToyDensity, seed: int, batch_size: int, n_points: int = 0):
+        self.density, self.seed, self.batch_size = density, seed, batch_size
+        self.shape = (density.dim,)
+        self.size = n_points or None
+        self.device = torch.device("cpu")
+        self.data = density.sample(n_points, make_generator(seed, "data")) if n_points else None
+        self.batches_per_epoch = math.ceil(n_points / batch_size) if n_points else None
+        self._epoch, self._shuffled = -1, self.data
+
+    def to(self, device: torch.device) -> ToySource:
+        self.device = torch.device(device)
+        if self.data is not None:
+            self.data = self.data.to(self.device)
+            self._epoch = -1
+        return self
+
+    def batch(self, index: int) -> tuple[Tensor, Tensor | None]:
+        """Batch number `index` (0-based, counted over the whole run): ((B, dim) points, None)."""
+        if self.data is None:
+            g = make_generator(self.seed, "batch", index)
+            return self.density.sample(self.batch_size, g).to(self.device), None
+        epoch, i = divmod(index, self.batches_per_epoch)
+        if epoch != self._epoch:  # one permutation per epoch, a function of (seed, epoch)
+            perm = torch.randperm(self.size, generator=make_generator(self.seed, "epoch", epoch))
+            self._shuffled, self._epoch = self.data[perm.to(self.device)], epoch
+        return self._shuffled[i * self.batch_size : (i + 1) * self.batch_size], None
+
+    def held_out(self, n: int, seed: int = 0) -> Tensor:
+        """(n, dim) fresh points from the density, from a stream disjoint from training data."""
+        return self.density.sample(n, make_generator(self.seed, "held_out", seed))
+
+
+def build_data(name: str, params: dict, seed: int, batch_size: int, n_points: int = 0) -> ToySource:
+    """The data source of `data.name` with keyword arguments `data.params`."""
+    from gankit.config import lookup
+
+    density = lookup(DATASETS, name, "dataset (data.name)")(**params)
+    return ToySource(density, seed, batch_size, n_points)
