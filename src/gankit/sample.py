@@ -77,10 +77,36 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+SEED_BLOCK = 64
+
+
 @torch.no_grad()
 def sample_seeds(
     G: nn.Module, seeds: list[int], *, z_dist: str = "normal", labels: Tensor | None = None
 ) -> Tensor:
-    """One sample per seed: seed s always gives the same sample, whatever else is requested."""
-    z = torch.cat([sample_z(1, G.z_dim, z_dist, torch.Generator().manual_seed(s)) for s in seeds])
-    return generate(G, z, labels)
+    """One sample per seed: seed s always gives the same sample, bit for bit, whatever else is requested.
+
+    z for seed s comes from its own torch.Generator. Bit-identity also needs the same arithmetic: a GEMM's
+    blocking depends on the batch size and a row's position in it, so seed s is always computed at position
+    s % SEED_BLOCK of a batch of SEED_BLOCK rows (its block's seeds; unrequested rows are computed and dropped).
+    """
+    if labels is not None and labels.shape[0] != len(seeds):
+        raise ValueError(f"{labels.shape[0]} labels for {len(seeds)} seeds")
+    out = torch.empty(len(seeds), *G.data_shape)
+    rows: dict[int, list[int]] = {}  # block -> indices into seeds
+    for i, s in enumerate(seeds):
+        rows.setdefault(s // SEED_BLOCK, []).append(i)
+    for block, idx in rows.items():
+        base = block * SEED_BLOCK
+        z = torch.cat(
+            [sample_z(1, G.z_dim, z_dist, torch.Generator().manual_seed(base + j)) for j in range(SEED_BLOCK)]
+        )
+        lab = None
+        if labels is not None:
+            lab = torch.zeros(SEED_BLOCK, dtype=torch.long)
+            for i in idx:
+                lab[seeds[i] - base] = labels[i]
+        x = generate(G, z, lab, batch_size=SEED_BLOCK)
+        for i in idx:
+            out[i] = x[seeds[i] - base]
+    return out
