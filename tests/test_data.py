@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from gankit.data import DATASETS, build_data
+from gankit.data import TOYS, build_data
 from gankit.data.toy import grid, ring
 
 
-@pytest.mark.parametrize("name", list(DATASETS))
+@pytest.mark.parametrize("name", TOYS)
 def test_every_toy_dataset_is_deterministic_and_shaped(name):
     a = build_data(name, {}, seed=1, batch_size=32)
     b = build_data(name, {}, seed=1, batch_size=32)

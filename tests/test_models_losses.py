@@ -11,14 +11,22 @@ from torch import nn
 from gankit.losses import LOSSES, d_bce, g_minimax, g_nonsaturating, gradient_penalty, r1_penalty
 from gankit.models import MODELS, build_models
 
-SHAPES = [(2,), (1,), (1, 16, 16)]
+# tiny widths and the data shapes each family takes (MLPs take any shape; DCGANs square images)
+TINY = {"mlp": ({"hidden": (16,)}, {"hidden": (16,)}), "dcgan": ({"ngf": 4}, {"ndf": 4})}
+SHAPES = {"mlp": [(2,), (1,), (1, 16, 16)], "dcgan": [(1, 16, 16), (3, 28, 28)]}
 
 
-@pytest.mark.parametrize("name", list(MODELS))
-@pytest.mark.parametrize("shape", SHAPES)
+def family(name: str) -> str:
+    return "mlp" if MODELS[name][0] is MODELS["mlp"][0] else "dcgan"
+
+
+CASES = [(n, s) for n in MODELS for s in SHAPES[family(n)]]
+
+
+@pytest.mark.parametrize(("name", "shape"), CASES)
 @pytest.mark.parametrize("num_classes", [0, 3])
 def test_every_model_shapes_and_gradients(name, shape, num_classes):
-    G, D = build_models(name, 8, shape, num_classes, {"hidden": (16,)}, {"hidden": (16,)})
+    G, D = build_models(name, 8, shape, num_classes, *TINY[family(name)])
     labels = torch.tensor([0, 1, 2, 2]) if num_classes else None
     z = torch.randn(4, 8)
     x = G(z, labels)

@@ -112,14 +112,11 @@ def load_models(ckpt: dict) -> tuple[nn.Module, nn.Module]:
     """(G, D) rebuilt from a loaded checkpoint dict (CPU, train mode). G holds G_ema's weights when the
     run kept a moving average: that is the generator to sample and evaluate."""
     from gankit.config import config_from_dict
-    from gankit.data import build_data
+    from gankit.data import data_from_config
     from gankit.models import build_models
 
     cfg = config_from_dict(ckpt["config"])
-    shape = (
-        ckpt.get("data_shape")
-        or build_data(cfg.data.name, cfg.data.params, cfg.seed, cfg.data.batch_size).shape
-    )
+    shape = ckpt.get("data_shape") or data_from_config(cfg).shape
     G, D = build_models(
         cfg.model.name,
         cfg.model.z_dim,

@@ -55,6 +55,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run directory: {run_dir}", flush=True)
     state = train(cfg, run_dir, resume=args.resume)
     print(f"trained {state.step} steps; checkpoint: {run_dir / 'checkpoints' / 'last.pt'}")
+    if any((run_dir / "samples").glob("*.png")):  # image run: the GIF and D-statistics are cheap
+        from gankit.run import plot_run
+
+        plot_run(run_dir)
+        print(f"plots: {run_dir / 'plots'} (samples.gif, samples.png, dstats.png, losses.png)")
     return 0
 
 
@@ -172,8 +177,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="speed benchmark against a textbook reference loop")
     b.add_argument("name", help="benchmark name (gankit list benches)")
-    b.add_argument("--steps", type=int, help="gankit steps to time (default: the full workload)")
-    b.add_argument("--ref-steps", type=int, default=3000, help="reference loop steps to time")
+    b.add_argument(
+        "--steps", type=int, help="gankit steps to time (default: the benchmark's workload)"
+    )
+    b.add_argument(
+        "--ref-steps", type=int, help="reference loop steps to time (default: per benchmark)"
+    )
+    b.add_argument(
+        "--sizes",
+        type=lambda t: [int(v) for v in t.split(",")],
+        default=[28, 64],
+        help="dcgan: image sizes, e.g. 28,64 (default)",
+    )
+    b.add_argument(
+        "--data-root", help="dcgan: folder holding MNIST/raw (default: $GANKIT_DATA or ./data)"
+    )
     b.add_argument("--out", help="also write the results as JSON to this file")
     b.set_defaults(func=cmd_bench)
     return p

@@ -36,7 +36,14 @@ class DataConfig:
     n_points: int = 0
     params: dict = field(
         default_factory=dict
-    )  # dataset keyword arguments, e.g. {mean: 3.0, std: 1.0}
+    )  # dataset keyword arguments, e.g. {mean: 3.0, std: 1.0} or {path: my/images}
+    # Image datasets (ignored by toys). root "" = $GANKIT_DATA or ./data; img_size/channels 0 = native.
+    root: str = ""
+    img_size: int = 0  # 28, 32, 64 ... (DCGAN depth follows from it)
+    channels: int = 0  # 1 (grayscale) or 3 (RGB), converted as asked
+    download: bool = True  # fetch with torchvision when the files are missing and a network exists
+    skip_bad: bool = False  # skip (and count) unreadable or too-small images instead of stopping
+    cache_dir: str = ""  # decoded uint8 cache; "" = $GANKIT_CACHE or ~/.cache/gankit
 
 
 @dataclass
@@ -78,8 +85,10 @@ class TrainConfig:
     steps: int = 10000  # number of steps (generator updates when g_steps = 1)
     epochs: int = 0  # >0: train this many passes over a finite dataset instead of `steps`
     log_every: int = 100  # metrics.jsonl cadence (steps)
-    sample_every: int = 1000  # fixed-noise snapshot cadence (GIF frames)
-    sample_n: int = 1000  # fixed-noise samples per snapshot
+    # fixed-noise snapshot (GIF frame) and D-output statistics cadence in steps; 0 = once per epoch
+    sample_every: int = 1000
+    sample_n: int = 1000  # fixed-noise samples per snapshot (images: the grid, e.g. 64)
+    dstats_n: int = 256  # real-train / fake / real-test samples of the D-output statistics
     ckpt_every: int = 5000  # checkpoints/last.pt cadence
     keep_every: int = 0  # >0: also keep checkpoints/step_XXXXXX.pt at this cadence
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -89,6 +98,10 @@ class TrainConfig:
     # snapshots, eval and sampling; it averages out the oscillation of the last iterates
     ema_decay: float = 0.0
     fast_path: bool = True  # closed-form MLP step where it is exact (see gankit.fastmlp)
+    # speed levers for image models; pick them by measurement on your machine (`gankit bench dcgan`)
+    channels_last: bool = False  # NHWC memory format for convolutions
+    amp: bool = False  # bfloat16 autocast (CPU with AVX-512 bf16/AMX, or GPU)
+    compile: bool = False  # torch.compile G and D (minutes of compilation first)
 
 
 @dataclass
@@ -350,14 +363,14 @@ def check_kwargs(
 
 def validate(cfg: Config) -> None:
     """Check names against the registries, kwargs against constructors, and value ranges."""
-    from gankit.data import DATASETS
+    from gankit.data import DATASETS, RESERVED
     from gankit.losses import LOSSES
     from gankit.metrics import METRICS
     from gankit.models import MODELS
 
     builder = lookup(DATASETS, cfg.data.name, "dataset (data.name)")
-    cfg.data.params = check_kwargs(builder, cfg.data.params, "data.params", ("n_points",))
-    G, D = lookup(MODELS, cfg.model.name, "model (model.name)")
+    cfg.data.params = check_kwargs(builder, cfg.data.params, "data.params", RESERVED)
+    G, D, _ = lookup(MODELS, cfg.model.name, "model (model.name)")
     reserved = ("z_dim", "data_shape", "num_classes")
     cfg.model.g = check_kwargs(G, cfg.model.g, "model.g", reserved)
     cfg.model.d = check_kwargs(D, cfg.model.d, "model.d", reserved)
@@ -370,8 +383,8 @@ def validate(cfg: Config) -> None:
         "optim.d_steps": cfg.optim.d_steps,
         "optim.g_steps": cfg.optim.g_steps,
         "train.log_every": cfg.train.log_every,
-        "train.sample_every": cfg.train.sample_every,
         "train.ckpt_every": cfg.train.ckpt_every,
+        "train.dstats_n": cfg.train.dstats_n,
         "eval.n_samples": cfg.eval.n_samples,
     }
     non_negative = {
@@ -382,6 +395,8 @@ def validate(cfg: Config) -> None:
         "train.keep_every": cfg.train.keep_every,
         "train.threads": cfg.train.threads,
         "train.sample_n": cfg.train.sample_n,
+        "train.sample_every": cfg.train.sample_every,
+        "data.img_size": cfg.data.img_size,
         "optim.lr_g": cfg.optim.lr_g,
         "optim.lr_d": cfg.optim.lr_d,
         "loss.gp_weight": cfg.loss.gp_weight,
@@ -393,6 +408,10 @@ def validate(cfg: Config) -> None:
     for key, v in non_negative.items():
         if v < 0:
             raise ConfigError(f"{key} must be >= 0, got {v}")
+    if cfg.data.channels not in (0, 1, 3):
+        raise ConfigError(
+            f"data.channels: {cfg.data.channels} is not valid; choose from: 1, 3 (0 = native)"
+        )
     if not 0.0 <= cfg.train.ema_decay < 1.0:
         raise ConfigError(f"train.ema_decay must be in [0, 1), got {cfg.train.ema_decay}")
     if not 0.0 <= cfg.loss.label_smoothing < 1.0:

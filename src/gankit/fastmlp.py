@@ -44,6 +44,8 @@ def eligible(G: nn.Module, D: nn.Module, cfg: Config) -> str | None:
         return f"loss {cfg.loss.name!r} (only nonsaturating, minimax)"
     if cfg.loss.gp_weight or cfg.loss.r1_weight:
         return "gradient penalties"
+    if cfg.train.amp or cfg.train.compile:
+        return "train.amp / train.compile"
     for name, m in (("G", G), ("D", D)):
         if _layers(m.net) is None:
             return f"{name} has layers other than Linear and ReLU/LeakyReLU/Tanh/Sigmoid"

@@ -306,6 +306,73 @@ def toy_frames(
     return frames
 
 
+def image_grid(x, nrow: int = 0, pad: int = 2) -> Image.Image:  # noqa: ANN001 (Tensor)
+    """An RGB/L PIL image of a batch x (N, C, H, W) in [-1, 1]: `nrow` images per row (0: ~square)."""
+    import torch
+    from torchvision.utils import make_grid
+
+    x = torch.as_tensor(x).detach().float().cpu()
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected images (N, 1|3, H, W), got shape {tuple(x.shape)}")
+    nrow = nrow or max(1, int(np.ceil(np.sqrt(len(x)))))
+    grid = make_grid(x.clamp(-1, 1), nrow=nrow, padding=pad, normalize=True, value_range=(-1, 1))
+    arr = grid.mul(255).add(0.5).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(arr[:, :, 0] if x.shape[1] == 1 else arr)
+
+
+def save_grid(x, path: str | Path, nrow: int = 0, pad: int = 2) -> Path:  # noqa: ANN001 (Tensor)
+    """Write a batch of images in [-1, 1] as one grid PNG (atomically)."""
+    from gankit.utils import atomic_write
+
+    img = image_grid(x, nrow, pad)
+    return atomic_write(path, lambda f: img.save(f, "PNG"))
+
+
+def grid_frames(paths: Sequence[str | Path], max_frames: int = 100) -> list[Image.Image]:
+    """GIF frames from snapshot grids samples/STEP.png, each captioned with its step.
+
+    At most `max_frames` evenly spaced frames (always the first and the last), so long runs stay small.
+    """
+    from PIL import ImageDraw
+
+    paths = list(paths)
+    if len(paths) > max_frames:
+        keep = np.unique(np.linspace(0, len(paths) - 1, max_frames).round().astype(int))
+        paths = [paths[i] for i in keep]
+    frames = []
+    for p in paths:
+        img = Image.open(p).convert("RGB")
+        canvas = Image.new("RGB", (img.width, img.height + 14), "white")
+        canvas.paste(img, (0, 14))
+        ImageDraw.Draw(canvas).text((2, 1), f"step {int(Path(p).stem)}", fill="black")
+        frames.append(canvas)
+    return frames
+
+
+DSTATS = (("train", "real train", REAL_COLOR), ("test", "real test", "tab:green"),
+          ("fake", "fake", FAKE_COLOR))  # fmt: skip
+
+
+def dstats(history: list[dict]) -> Figure:
+    """Three panels against the step: mean and std of sigmoid(D(x)) on real-train, real-test and
+    fake data, and the losses. Real-train far above real-test means D overfits."""
+    fig = Figure(figsize=(13, 3.6), layout="constrained")
+    ax_mean, ax_std, ax_loss = fig.subplots(1, 3)
+    for key, label, color in DSTATS:
+        for ax, stat in ((ax_mean, "mean"), (ax_std, "std")):
+            steps, v = _series(history, f"dstat_{key}_{stat}")
+            ax.plot(steps, v, marker=".", color=color, label=label)
+    ax_mean.set(title="mean sigmoid(D(x))", xlabel="step", ylim=(-0.02, 1.02))
+    ax_std.set(title="std sigmoid(D(x))", xlabel="step")
+    ax_mean.legend(loc="best", fontsize="small")
+    for key, color in (("loss_d", "tab:purple"), ("loss_g", "tab:orange")):
+        steps, v = _series(history, key)
+        ax_loss.plot(steps, v, color=color, label=key)
+    ax_loss.set(title="losses", xlabel="step")
+    ax_loss.legend(loc="best", fontsize="small")
+    return fig
+
+
 def save_gif(
     frames: list[Image.Image], path: str | Path, duration_ms: int = 200, last_frame_ms: int = 1500
 ) -> Path:

@@ -16,7 +16,7 @@ import torch
 
 from gankit.checkpoint import CheckpointError, load_checkpoint, load_models
 from gankit.config import Config, config_from_dict
-from gankit.data import build_data
+from gankit.data import data_from_config
 from gankit.utils import GankitError, append_jsonl, make_generator, read_jsonl
 
 
@@ -56,9 +56,7 @@ def load_run(
     run_dir, ckpt_path = resolve(path)
     ckpt = load_checkpoint(ckpt_path)
     cfg = config_from_dict(ckpt["config"])
-    data = build_data(
-        cfg.data.name, cfg.data.params, cfg.seed, cfg.data.batch_size, cfg.data.n_points
-    )
+    data = data_from_config(cfg)
     G, D = load_models(ckpt)
     return run_dir, ckpt, cfg, data, G, D
 
@@ -94,9 +92,16 @@ def plot_run(run_dir: str | Path, n: int = 2500) -> list[Path]:
 
     run_dir = Path(run_dir)
     history = read_jsonl(run_dir / "metrics.jsonl")
-    _, ckpt, cfg, data, G, D = load_run(run_dir)
     out = run_dir / "plots"
     written = [plots.save_figure(plots.loss_curves(history), out / "losses.png")]
+    if any("dstat_train_mean" in r for r in history):
+        written.append(plots.save_figure(plots.dstats(history), out / "dstats.png"))
+    grids = sorted((run_dir / "samples").glob("*.png"))
+    if grids:  # image runs: the GIF of the fixed-noise grids and the last grid
+        written.append(plots.save_gif(plots.grid_frames(grids), out / "samples.gif"))
+        (out / "samples.png").write_bytes(grids[-1].read_bytes())
+        return [*written, out / "samples.png"]
+    _, ckpt, cfg, data, G, D = load_run(run_dir)
     from gankit.sample import sample
     from gankit.utils import eval_mode
 
@@ -133,7 +138,8 @@ def plot_run(run_dir: str | Path, n: int = 2500) -> list[Path]:
 
 def sample_to_file(ckpt_path: str | Path, out: str | Path, n: int = 64, seeds: list[int] | None = None,
                    seed: int = 0) -> Path:  # fmt: skip
-    """Write samples of a checkpoint to .npy, .csv, .pt or (as a scatter/histogram) .png."""
+    """Write samples of a checkpoint to .npy, .csv, .pt, .png (image grid, or toy scatter/histogram),
+    or, for images and an `out` without suffix, a directory of one PNG per sample (seed_NNNNNN.png)."""
     from gankit.sample import sample, sample_seeds
 
     _, ckpt_path = resolve(ckpt_path)
@@ -147,6 +153,15 @@ def sample_to_file(ckpt_path: str | Path, out: str | Path, n: int = 64, seeds: l
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     suffix = out.suffix.lower()
+    if x.dim() == 4 and suffix in ("", ".png"):
+        from gankit.plots import save_grid
+
+        if suffix == ".png":
+            return save_grid(x, out)
+        out.mkdir(exist_ok=True)
+        for i, img in zip(seeds if seeds is not None else range(len(x)), x, strict=True):
+            save_grid(img[None], out / f"seed_{i:06d}.png", nrow=1, pad=0)
+        return out
     if suffix == ".npy":
         np.save(out, x.numpy())
     elif suffix == ".pt":

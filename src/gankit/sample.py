@@ -99,7 +99,10 @@ def sample_seeds(
     for block, idx in rows.items():
         base = block * SEED_BLOCK
         z = torch.cat(
-            [sample_z(1, G.z_dim, z_dist, torch.Generator().manual_seed(base + j)) for j in range(SEED_BLOCK)]
+            [
+                sample_z(1, G.z_dim, z_dist, torch.Generator().manual_seed(base + j))
+                for j in range(SEED_BLOCK)
+            ]
         )
         lab = None
         if labels is not None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from gankit.bench import toy
+from gankit.bench import dcgan, toy
 
 BENCHES = {
     "toy": toy.run,
+    "dcgan": dcgan.run,
 }

@@ -90,8 +90,9 @@ def run(args: argparse.Namespace) -> dict:
     threads = load_config("heart").train.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     print(f"cpu: {cpu_model()} ({threads} torch thread(s)), torch {torch.__version__}")
-    ref = reference_loop(args.ref_steps)
-    print(f"reference (textbook loop): {ref:,.0f} steps/s over {args.ref_steps} steps")
+    ref_steps = args.ref_steps or 3000
+    ref = reference_loop(ref_steps)
+    print(f"reference (textbook loop): {ref:,.0f} steps/s over {ref_steps} steps")
     with tempfile.TemporaryDirectory() as tmp:
         ours, steps, wall = gankit_run(args.steps, Path(tmp) / "run")
     print(f"gankit train (heart preset, fp32): {ours:,.0f} steps/s, {steps} steps in {wall:.1f} s")

@@ -1,6 +1,9 @@
-"""Datasets by name. `DATASETS[name]` builds a density (toys) from `data.params`; `build_data` wraps it
-in a source that yields batch number `i` deterministically from `(seed, i)`, so resuming replays the
-same batches without saving loader state.
+"""Datasets by name. `DATASETS[name]` builds a toy density or an image set from `data.params`;
+`build_data` wraps it in a source that yields batch number `i` deterministically from `(seed, i)`, so
+resuming replays the same batches without saving loader state.
+
+Every source has: shape, num_classes, size (None: infinite), batches_per_epoch, device, to(device),
+batch(i) -> (x, labels | None), train_fixed(n) and held_out(n) / held_out_labeled(n) (real test data).
 """
 
 from __future__ import annotations
@@ -10,7 +13,8 @@ import math
 import torch
 from torch import Tensor
 
-from gankit.data import toy
+from gankit.data import images, toy
+from gankit.data.images import COMMON_OPTIONS, ImageSource
 from gankit.utils import make_generator
 
 DATASETS = {
@@ -19,7 +23,13 @@ DATASETS = {
     "heart": toy.heart,
     "ring": toy.ring,
     "grid": toy.grid,
+    "mnist": images.mnist,
+    "fashion_mnist": images.fashion_mnist,
+    "cifar10": images.cifar10,
+    "celeba": images.celeba,
+    "folder": images.folder,
 }
+RESERVED = ("n_points", *COMMON_OPTIONS)  # set by data.* fields, not data.params
 
 
 class ToySource:
@@ -32,6 +42,7 @@ class ToySource:
     """
 
     num_classes = 0
+    classes: list[str] = []
 
     def __init__(self, density: toy.ToyDensity, seed: int, batch_size: int, n_points: int = 0):
         self.density, self.seed, self.batch_size = density, seed, batch_size
@@ -64,10 +75,43 @@ class ToySource:
         """(n, dim) fresh points from the density, from a stream disjoint from training data."""
         return self.density.sample(n, make_generator(self.seed, "held_out", seed))
 
+    def held_out_labeled(self, n: int, seed: int = 0) -> tuple[Tensor, None]:
+        return self.held_out(n, seed), None
 
-def build_data(name: str, params: dict, seed: int, batch_size: int, n_points: int = 0) -> ToySource:
-    """The data source of `data.name` with keyword arguments `data.params`."""
+    def train_fixed(self, n: int, seed: int = 0) -> tuple[Tensor, None]:
+        """(n, dim) fixed training points: from the finite set if there is one, else a fixed draw."""
+        if self.data is None:
+            return self.density.sample(n, make_generator(self.seed, "train_fixed", seed)), None
+        g = make_generator(self.seed, "train_fixed", seed)
+        idx = torch.randperm(self.size, generator=g)[:n]
+        return self.data.cpu()[idx], None
+
+
+def build_data(
+    name: str,
+    params: dict,
+    seed: int,
+    batch_size: int,
+    n_points: int = 0,
+    options: dict | None = None,
+) -> ToySource | ImageSource:
+    """The data source of `data.name` with keyword arguments `data.params`.
+
+    `options` are the image options of COMMON_OPTIONS (root, img_size, channels, ...), ignored by toys.
+    """
     from gankit.config import lookup
 
-    density = lookup(DATASETS, name, "dataset (data.name)")(**params)
-    return ToySource(density, seed, batch_size, n_points)
+    builder = lookup(DATASETS, name, "dataset (data.name)")
+    if name in TOYS:
+        return ToySource(builder(**params), seed, batch_size, n_points)
+    return ImageSource(builder(**(options or {}), **params), seed, batch_size)
+
+
+TOYS = ("gauss1d", "split_normal", "heart", "ring", "grid")
+
+
+def data_from_config(cfg) -> ToySource | ImageSource:  # noqa: ANN001 (gankit.config.Config)
+    """The training data source of a Config."""
+    d = cfg.data
+    options = {k: getattr(d, k) for k in COMMON_OPTIONS}
+    return build_data(d.name, d.params, cfg.seed, d.batch_size, d.n_points, options)

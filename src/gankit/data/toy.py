@@ -35,7 +35,9 @@ class Gauss1D(ToyDensity):
         return self.mean + self.std * torch.randn(n, 1, generator=generator)  # (n, 1)
 
     def pdf(self, x: Tensor) -> Tensor:
-        return torch.exp(-0.5 * ((x - self.mean) / self.std) ** 2) / (self.std * math.sqrt(2 * math.pi))
+        return torch.exp(-0.5 * ((x - self.mean) / self.std) ** 2) / (
+            self.std * math.sqrt(2 * math.pi)
+        )
 
 
 class SplitNormal(ToyDensity):

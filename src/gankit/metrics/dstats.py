@@ -1,0 +1,27 @@
+"""D-output statistics: how the discriminator scores real-train, fake and held-out real-test data.
+
+Real-train scores well above real-test scores mean D is memorising the training set (overfitting);
+all three collapsing together, or fake scores pinned at 0, mean the game has broken down.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from gankit.utils import eval_mode
+
+
+@torch.no_grad()
+def d_output_stats(
+    D: nn.Module, x: Tensor, labels: Tensor | None = None, batch_size: int = 512
+) -> dict[str, float]:
+    """Mean and std of sigmoid(D(x)) over x (N, *shape), D in eval mode (train mode restored)."""
+    device = next(D.parameters()).device
+    probs = []
+    with eval_mode(D):
+        for i in range(0, x.shape[0], batch_size):
+            lab = None if labels is None else labels[i : i + batch_size].to(device)
+            probs.append(torch.sigmoid(D(x[i : i + batch_size].to(device), lab).float()).cpu())
+    p = torch.cat(probs)
+    return {"mean": p.mean().item(), "std": p.std().item() if len(p) > 1 else 0.0}
