@@ -1,0 +1,191 @@
+"""Image GANs end to end on a folder of PNGs the code has never seen: run directory, grids, GIF,
+D-output statistics, BatchNorm untouched by sampling, resume, `gankit sample`, the bench reference."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gankit.checkpoint import load_checkpoint
+from gankit.cli import main
+from gankit.config import load_config
+from gankit.train import Probes, _observe, build_state, train
+
+
+@pytest.fixture(scope="module")
+def stripes(tmp_path_factory):
+    """40 RGB 20x20 PNGs of coloured stripes in two class folders (a kind of image new to the tests)."""
+    root = tmp_path_factory.mktemp("stripes")
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        cls = "vertical" if i % 2 else "horizontal"
+        img = np.zeros((20, 20, 3), np.uint8)
+        color = rng.integers(64, 256, 3)
+        if cls == "vertical":
+            img[:, ::4] = color
+        else:
+            img[::4, :] = color
+        (root / cls).mkdir(exist_ok=True)
+        Image.fromarray(img).save(root / cls / f"{i:03d}.png")
+    return root
+
+
+def image_overrides(path, cache) -> list[str]:
+    return [
+        "data.name=folder", f"data.params.path={path}", f"data.cache_dir={cache}",
+        "data.img_size=16", "data.channels=3", "data.batch_size=8", "model.name=dcgan",
+        "model.z_dim=8", "model.g={ngf: 4}", "model.d={ndf: 4}", "train.epochs=0",
+        "train.steps=8", "train.log_every=2", "train.sample_every=4", "train.sample_n=16",
+        "train.dstats_n=8", "train.ckpt_every=4", "train.progress=false", "train.threads=1",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def image_run(stripes, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("img")
+    run = tmp / "run"
+    args = ["train", "dcgan_mnist", "--run-dir", str(run)]
+    for o in image_overrides(stripes, tmp / "cache"):
+        args += ["--set", o]
+    assert main(args) == 0
+    return run
+
+
+def test_a_folder_of_new_images_trains_without_code_change(image_run):
+    for f in ("config.yaml", "reals.png", "checkpoints/last.pt", "plots/samples.gif",
+              "plots/samples.png", "plots/dstats.png", "plots/losses.png"):  # fmt: skip
+        assert (image_run / f).is_file(), f
+    grids = sorted(p.name for p in (image_run / "samples").glob("*.png"))
+    assert grids == ["000000.png", "000004.png", "000008.png"]
+    grid = Image.open(image_run / "samples" / "000008.png")
+    assert grid.mode == "RGB" and grid.size == (4 * 16 + 5 * 2,) * 2  # 16 images, 4 per row, pad 2
+    gif = Image.open(image_run / "plots" / "samples.gif")
+    assert gif.n_frames == 3
+    ckpt = torch.load(image_run / "checkpoints" / "last.pt", weights_only=True)
+    assert ckpt["data_shape"] == [3, 16, 16] and ckpt["step"] == 8
+
+
+def test_d_statistics_are_logged_at_the_sample_cadence(image_run):
+    rows = [json.loads(x) for x in (image_run / "metrics.jsonl").read_text().splitlines()]
+    with_stats = [r for r in rows if "dstat_train_mean" in r]
+    assert [r["step"] for r in with_stats] == [0, 4, 8]
+    for r in with_stats:
+        for part in ("train", "fake", "test"):
+            assert 0.0 <= r[f"dstat_{part}_mean"] <= 1.0
+            assert r[f"dstat_{part}_std"] >= 0.0
+
+
+def test_sample_grid_and_per_seed_images(image_run, tmp_path):
+    assert main(["sample", str(image_run), "--n", "9", "--out", str(tmp_path / "g.png")]) == 0
+    assert Image.open(tmp_path / "g.png").size == (3 * 16 + 4 * 2,) * 2
+    assert main(["sample", str(image_run), "--seeds", "0-3", "--out", str(tmp_path / "a")]) == 0
+    assert main(["sample", str(image_run), "--seeds", "2,3", "--out", str(tmp_path / "b")]) == 0
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == [f"seed_{i:06d}.png" for i in range(4)]
+    for name in ("seed_000002.png", "seed_000003.png"):  # image by image, whatever else is asked
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert Image.open(tmp_path / "a" / "seed_000000.png").size == (16, 16)
+
+
+def test_observing_leaves_batchnorm_stats_and_modes_alone(stripes, tmp_path):
+    from gankit.data import data_from_config
+
+    cfg = load_config("dcgan_mnist", image_overrides(stripes, tmp_path / "cache"))
+    data = data_from_config(cfg)
+    state = build_state(cfg, data.shape, torch.device("cpu"))
+    (tmp_path / "samples").mkdir()
+    before = copy.deepcopy((state.G.state_dict(), state.D.state_dict()))
+    rec = _observe(state, Probes.build(cfg, data), cfg, tmp_path)
+    after = (state.G.state_dict(), state.D.state_dict())
+    for b, a in zip(before, after, strict=True):
+        assert all(torch.equal(b[k], a[k]) for k in b)  # running_mean/var included
+    assert state.G.training and state.D.training
+    assert {"dstat_train_mean", "dstat_fake_std", "dstat_test_mean"} <= set(rec)
+
+
+def test_image_resume_is_bit_identical(stripes, tmp_path):
+    over = image_overrides(stripes, tmp_path / "cache") + ["train.channels_last=true"]
+    train(load_config("dcgan_mnist", over), tmp_path / "full")
+    train(load_config("dcgan_mnist", [*over, "train.steps=4"]), tmp_path / "half")
+    train(load_config("dcgan_mnist", over), tmp_path / "half", resume=True)
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "half" / "checkpoints" / "last.pt")
+    for key in ("G", "D"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+
+
+def test_sample_every_zero_means_once_per_epoch(stripes, tmp_path):
+    # 3 epochs of the folder's train split -> a grid at step 0 and at the end of each epoch
+    over = image_overrides(stripes, tmp_path / "cache")
+    cfg = load_config("dcgan_mnist", [*over, "train.sample_every=0", "train.epochs=3"])
+    state = train(cfg, tmp_path / "r")
+    bpe = state.step // 3
+    assert bpe >= 2
+    grids = sorted(int(p.stem) for p in (tmp_path / "r" / "samples").glob("*.png"))
+    assert grids == [bpe * e for e in range(4)]
+
+
+def test_conditional_runs_pass_labels_and_unconditional_ones_do_not(stripes, tmp_path):
+    over = image_overrides(stripes, tmp_path / "cache")
+    state = train(load_config("dcgan_mnist", [*over, "model.num_classes=2", "train.steps=2"]),
+                  tmp_path / "c")  # fmt: skip
+    assert state.G.num_classes == 2 and state.step == 2
+
+
+def test_bad_image_data_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    args = ["train", "dcgan_mnist", "--run-dir", str(tmp_path / "r")]
+    for o in image_overrides(tmp_path / "empty", tmp_path / "cache"):
+        args += ["--set", o]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no images" in err and "empty" in err
+
+
+@pytest.mark.parametrize("size", [28, 64])
+def test_bench_reference_is_the_same_architecture(size):
+    from gankit.bench.dcgan import WIDTH, Z_DIM, textbook_models
+    from gankit.models import build_models
+
+    ref_g, ref_d = textbook_models(size)
+    g, d = build_models("dcgan", Z_DIM, (1, size, size), 0, {"ngf": WIDTH}, {"ndf": WIDTH})
+    shapes = lambda m: sorted(tuple(p.shape) for p in m.parameters())  # noqa: E731
+    assert shapes(ref_g) == shapes(g)
+    assert shapes(ref_d) == shapes(d)
+
+
+@pytest.fixture(scope="module")
+def all_formats(tmp_path_factory):
+    """One data root holding tiny MNIST, Fashion-MNIST, CIFAR-10 and CelebA files in their layouts."""
+    from tests.test_data_images import make_celeba, make_cifar, make_mnist
+
+    root = tmp_path_factory.mktemp("formats")
+    make_mnist(root, n=(12, 6))
+    make_mnist(root, "FashionMNIST", n=(12, 6))
+    make_cifar(root, per_batch=4)
+    make_celeba(root, n=14, size=(70, 80))
+    return root
+
+
+IMAGE_PRESETS = ["gan_mlp_mnist", "dcgan_mnist", "dcgan_fashion_mnist", "lindcgan_mnist",
+                 "dcgan_cifar10", "upsample_cifar10", "dcgan_celeba64", "linear_celeba64"]  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", IMAGE_PRESETS)
+def test_every_image_preset_trains_on_its_data_format(preset, all_formats, tmp_path):
+    cfg = load_config(preset)
+    width = ["model.g.hidden=[16]", "model.d.hidden=[16]"] if cfg.model.name == "mlp" else [
+        "model.g.ngf=4", "model.d.ndf=4"]  # fmt: skip
+    over = [f"data.root={all_formats}", f"data.cache_dir={tmp_path / 'cache'}", "data.batch_size=4",
+            "train.epochs=0", "train.steps=2", "train.sample_every=2", "train.sample_n=4",
+            "train.dstats_n=4", "train.progress=false", "train.threads=1", *width]  # fmt: skip
+    state = train(load_config(preset, over), tmp_path / "r")
+    assert state.step == 2
+    size = cfg.data.img_size
+    assert tuple(state.G.data_shape) == (cfg.data.channels, size, size)
+    assert (tmp_path / "r" / "samples" / "000002.png").is_file()
