@@ -98,6 +98,11 @@ class TrainConfig:
     # snapshots, eval and sampling; it averages out the oscillation of the last iterates
     ema_decay: float = 0.0
     fast_path: bool = True  # closed-form MLP step where it is exact (see gankit.fastmlp)
+    # conditional models: labels of the fakes, uniform over classes or the real batch's (data frequencies)
+    fake_labels: Literal["uniform", "data"] = "uniform"
+    # one independent unconditional G/D pair per class (gankit.perclass), optionally for a subset
+    per_class: bool = False
+    classes: list[int] = field(default_factory=list)  # [] = every class
     # speed levers for image models; pick them by measurement on your machine (`gankit bench dcgan`)
     channels_last: bool = False  # NHWC memory format for convolutions
     amp: bool = False  # bfloat16 autocast (CPU with AVX-512 bf16/AMX, or GPU)

@@ -97,6 +97,19 @@ def ema_update(G_ema: nn.Module, G: nn.Module, decay: float) -> None:
         b_ema.copy_(b)
 
 
+def fake_labels(
+    real_labels: Tensor | None, num_classes: int, mode: str, generator: torch.Generator
+) -> Tensor | None:
+    """Class labels for a batch of fakes: uniform over all `num_classes` classes, or ("data") the real
+    batch's labels, i.e. the data's class frequencies. None for unconditional models."""
+    if not num_classes or real_labels is None:
+        return None
+    if mode == "data":
+        return real_labels
+    n, device = real_labels.shape[0], real_labels.device
+    return torch.randint(num_classes, (n,), generator=generator, device=generator.device).to(device)
+
+
 def train_step(
     state: TrainState,
     reals: list[Tensor],
@@ -113,12 +126,13 @@ def train_step(
     m, lc = cfg.model, cfg.loss
     for j, (real, lab) in enumerate(zip(reals, labels, strict=True)):
         z = sample_z(real.shape[0], m.z_dim, m.z_dist, state.z_gen, real.device)
+        fake_lab = fake_labels(lab, m.num_classes, cfg.train.fake_labels, state.z_gen)
         last = j == len(reals) - 1
         with torch.set_grad_enabled(last):  # the last fake is reused by the first G update
-            fake = G(z, lab)
-        d_real, d_fake = D(real, lab), D(fake.detach(), lab)
+            fake = G(z, fake_lab)
+        d_real, d_fake = D(real, lab), D(fake.detach(), fake_lab)
         loss_d = d_loss(d_real, d_fake, lc.label_smoothing)
-        if lc.gp_weight:
+        if lc.gp_weight:  # interpolates carry the real labels
             loss_d = loss_d + lc.gp_weight * gradient_penalty(D, real, fake, lab)
         if lc.r1_weight:
             loss_d = loss_d + lc.r1_weight * r1_penalty(D, real, lab)
@@ -129,8 +143,9 @@ def train_step(
     for k in range(cfg.optim.g_steps):
         if k > 0:
             z = sample_z(real.shape[0], m.z_dim, m.z_dist, state.z_gen, real.device)
-            fake = G(z, lab)
-        loss_g = g_loss(D(fake, lab))
+            fake_lab = fake_labels(lab, m.num_classes, cfg.train.fake_labels, state.z_gen)
+            fake = G(z, fake_lab)
+        loss_g = g_loss(D(fake, fake_lab))
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         state.adam_g.step()
@@ -249,6 +264,10 @@ def _observe(state: TrainState, probes: Probes, cfg: Config, run_dir: Path) -> d
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainState:
     """Run (or resume) training; writes config, metrics.jsonl, snapshots and checkpoints in run_dir."""
+    if cfg.train.per_class:
+        from gankit.perclass import train_per_class
+
+        return train_per_class(cfg, run_dir, resume)
     run_dir = Path(run_dir)
     ckpt_dir, last = run_dir / "checkpoints", run_dir / "checkpoints" / "last.pt"
     if cfg.train.threads:
