@@ -91,3 +91,26 @@ def test_unsupported_shapes_say_what_is_supported(shape):
 def test_bad_variant_lists_choices(key, value):
     with pytest.raises(ValueError, match="choose from"):
         build_models("dcgan", 8, (1, 28, 28), 0, {key: value})
+
+
+@pytest.mark.parametrize("name", ["mlp", "dcgan"])
+def test_projection_discriminator_adds_the_class_inner_product(name):
+    kw = {"hidden": (16,)} if name == "mlp" else {"ndf": 4}
+    _, D = build_models(name, 8, (1, 16, 16), 4, None, {**kw, "cond": "projection"})
+    D.eval()
+    x = torch.randn(3, 1, 16, 16)
+    if name == "mlp":
+        h = D.net[:-1](x.flatten(1))
+        base = D.net[-1](h).squeeze(1)
+    else:
+        h = D.net(x)
+        base = D.head(h)
+        h = h.sum((2, 3))
+    y = torch.tensor([0, 3, 3])
+    expected = base + (D.embed.weight[y] * h).sum(1)
+    torch.testing.assert_close(D(x, y), expected)
+    assert not torch.allclose(D(x, torch.tensor([3, 3, 3])), D(x, torch.tensor([0, 0, 0])))
+    first = D.net[0]  # the image alone goes in: no label planes / one-hot inputs
+    assert (first.in_channels if name == "dcgan" else first.in_features) == (
+        1 if name == "dcgan" else 256
+    )

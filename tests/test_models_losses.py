@@ -24,9 +24,10 @@ CASES = [(n, s) for n in MODELS for s in SHAPES[family(n)]]
 
 
 @pytest.mark.parametrize(("name", "shape"), CASES)
-@pytest.mark.parametrize("num_classes", [0, 3])
-def test_every_model_shapes_and_gradients(name, shape, num_classes):
-    G, D = build_models(name, 8, shape, num_classes, *TINY[family(name)])
+@pytest.mark.parametrize(("num_classes", "cond"), [(0, "concat"), (3, "concat"), (3, "projection")])
+def test_every_model_shapes_and_gradients(name, shape, num_classes, cond):
+    g_kw, d_kw = TINY[family(name)]
+    G, D = build_models(name, 8, shape, num_classes, g_kw, {**d_kw, "cond": cond})
     labels = torch.tensor([0, 1, 2, 2]) if num_classes else None
     z = torch.randn(4, 8)
     x = G(z, labels)

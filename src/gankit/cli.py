@@ -84,7 +84,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from gankit.sample import parse_seeds
 
     seeds = parse_seeds(args.seeds) if args.seeds else None
-    out = sample_to_file(args.ckpt, args.out, n=args.n, seeds=seeds, seed=args.seed)
+    out = sample_to_file(
+        args.ckpt, args.out, n=args.n, seeds=seeds, seed=args.seed, klass=args.klass
+    )
     print(f"wrote {out}")
     return 0
 
@@ -163,7 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     s.add_argument("--seeds", help="one sample per seed, e.g. 0-63 or 1,5,9 (overrides --n)")
     s.add_argument("--seed", type=int, default=0, help="noise seed for --n (default 0)")
-    s.add_argument("--out", required=True, help="output file: .npy, .csv, .pt or .png")
+    s.add_argument("--class", dest="klass", metavar="K|all",
+                   help="conditional or per-class models: draw class K, or all (a class grid: one row "
+                        "per class, the same noise in each column)")  # fmt: skip
+    s.add_argument("--out", required=True,
+                   help="output file: .npy, .csv, .pt or .png (a grid for images), or a directory "
+                        "(images: one PNG per sample)")  # fmt: skip
     s.set_defaults(func=cmd_sample)
 
     pl = sub.add_parser("plot", help="write a run's plots into RUN_DIR/plots")

@@ -136,20 +136,85 @@ def plot_run(run_dir: str | Path, n: int = 2500) -> list[Path]:
     return written
 
 
+def _class_ids(spec: str | None, classes: list[int]) -> list[int] | None:
+    """--class K | all -> the class ids to draw, or None; a one-line error for an unknown class."""
+    if spec is None:
+        return None
+    if spec == "all":
+        return list(classes)
+    if not spec.lstrip("-").isdigit() or int(spec) not in classes:
+        valid = (
+            f"{classes[0]}-{classes[-1]}"
+            if classes == list(range(classes[0], classes[-1] + 1))
+            else classes
+        )
+        raise GankitError(f"--class {spec}: not a class of this model; choose from {valid} or all")
+    return [int(spec)]
+
+
+def draw(
+    ckpt: dict, n: int = 64, seeds: list[int] | None = None, seed: int = 0, klass: str | None = None
+) -> tuple[torch.Tensor, int, list[int] | None]:
+    """Samples of a loaded checkpoint: ((N, *shape), grid row length (0 = square), class of each row
+    of a class grid or None).
+
+    Noise is per seed (`seeds`) or from `seed`; with classes (conditional models or per-class pairs)
+    `klass` is a class id or "all" (a class grid: one row per class, the same noise in each column).
+    """
+    from gankit.sample import sample_seeds, sample_z
+
+    cfg = config_from_dict(ckpt["config"])
+    per_class = cfg.train.per_class
+    if per_class:
+        from gankit.perclass import load_pair, pair_classes
+
+        classes = pair_classes(ckpt)
+    else:
+        G = load_models(ckpt)[0]
+        classes = list(range(cfg.model.num_classes))
+    if klass is not None and not classes:
+        raise GankitError("--class: this model is unconditional (model.num_classes = 0)")
+    ids = _class_ids(klass, classes)
+    if ids is None and per_class:
+        ids = list(classes)  # a per-class checkpoint has no unconditional generator: draw them all
+    if ids is not None and len(ids) > 1 and seeds is None:
+        n = -(-n // len(ids))  # columns of the class grid
+    if seeds is not None:
+        zs = lambda G: torch.cat([sample_z(1, G.z_dim, cfg.model.z_dist,  # noqa: E731
+                                           torch.Generator().manual_seed(s)) for s in seeds])  # fmt: skip
+    else:
+        zs = lambda G: sample_z(n, G.z_dim, cfg.model.z_dist, torch.Generator().manual_seed(seed))  # noqa: E731
+
+    def run(G: torch.nn.Module, labels: torch.Tensor | None) -> torch.Tensor:
+        if seeds is not None:
+            return sample_seeds(G, seeds, z_dist=cfg.model.z_dist, labels=labels)
+        from gankit.sample import generate
+
+        return generate(G, zs(G), labels)
+
+    cols = len(seeds) if seeds is not None else n
+    if ids is None:  # unconditional, or a conditional model with classes drawn uniformly
+        labels = None
+        if classes:
+            labels = torch.randint(
+                len(classes), (cols,), generator=torch.Generator().manual_seed(seed)
+            )
+        return run(G, labels), 0, None
+    rows = []
+    for k in ids:
+        if per_class:
+            rows.append(run(load_pair(ckpt, k)[0], None))
+        else:
+            rows.append(run(G, torch.full((cols,), k, dtype=torch.long)))
+    return torch.cat(rows), cols, ids
+
+
 def sample_to_file(ckpt_path: str | Path, out: str | Path, n: int = 64, seeds: list[int] | None = None,
-                   seed: int = 0) -> Path:  # fmt: skip
+                   seed: int = 0, klass: str | None = None) -> Path:  # fmt: skip
     """Write samples of a checkpoint to .npy, .csv, .pt, .png (image grid, or toy scatter/histogram),
     or, for images and an `out` without suffix, a directory of one PNG per sample (seed_NNNNNN.png)."""
-    from gankit.sample import sample, sample_seeds
-
     _, ckpt_path = resolve(ckpt_path)
-    ckpt = load_checkpoint(ckpt_path)
-    cfg = config_from_dict(ckpt["config"])
-    G = load_models(ckpt)[0]
-    if seeds is not None:
-        x = sample_seeds(G, seeds, z_dist=cfg.model.z_dist)
-    else:
-        x = sample(G, n, z_dist=cfg.model.z_dist, generator=torch.Generator().manual_seed(seed))
+    x, nrow, ids = draw(load_checkpoint(ckpt_path), n, seeds, seed, klass)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     suffix = out.suffix.lower()
@@ -157,10 +222,13 @@ def sample_to_file(ckpt_path: str | Path, out: str | Path, n: int = 64, seeds: l
         from gankit.plots import save_grid
 
         if suffix == ".png":
-            return save_grid(x, out)
+            return save_grid(x, out, nrow if ids is not None and len(ids) > 1 else 0)
         out.mkdir(exist_ok=True)
-        for i, img in zip(seeds if seeds is not None else range(len(x)), x, strict=True):
-            save_grid(img[None], out / f"seed_{i:06d}.png", nrow=1, pad=0)
+        names = [f"seed_{i:06d}" for i in (seeds if seeds is not None else range(nrow or len(x)))]
+        if ids is not None:  # class_K_seed_S.png
+            names = [f"class_{k}_{m}" for k in ids for m in names]
+        for name, img in zip(names, x, strict=True):
+            save_grid(img[None], out / f"{name}.png", nrow=1, pad=0)
         return out
     if suffix == ".npy":
         np.save(out, x.numpy())

@@ -221,6 +221,9 @@ class Probes:
 
     z: Tensor
     labels: Tensor | None
+    nrow: (
+        int  # images per grid row: a conditional grid has one row per class, fixed noise per column
+    )
     train_x: Tensor
     train_y: Tensor | None
     test_x: Tensor
@@ -228,14 +231,19 @@ class Probes:
 
     @classmethod
     def build(cls, cfg: Config, data) -> Probes:  # noqa: ANN001 (a data source)
-        m, n = cfg.model, cfg.train.dstats_n
-        z = sample_z(cfg.train.sample_n, m.z_dim, m.z_dist, make_generator(cfg.seed, "fixed_noise"))
-        labels = torch.arange(cfg.train.sample_n) % m.num_classes if m.num_classes else None
+        m, n, g = cfg.model, cfg.train.dstats_n, make_generator(cfg.seed, "fixed_noise")
+        if m.num_classes:
+            nrow = math.ceil(cfg.train.sample_n / m.num_classes)
+            z = sample_z(nrow, m.z_dim, m.z_dist, g).repeat(m.num_classes, 1)  # (K * nrow, z_dim)
+            labels = torch.arange(m.num_classes).repeat_interleave(nrow)  # row k: class k
+        else:
+            nrow, labels = 0, None
+            z = sample_z(cfg.train.sample_n, m.z_dim, m.z_dist, g)
         train_x, train_y = data.train_fixed(n, cfg.seed)
         test_x, test_y = data.held_out_labeled(n, cfg.seed)
         if not m.num_classes:
             train_y = test_y = None
-        return cls(z, labels, train_x, train_y, test_x, test_y)
+        return cls(z, labels, nrow, train_x, train_y, test_x, test_y)
 
 
 def _observe(state: TrainState, probes: Probes, cfg: Config, run_dir: Path) -> dict[str, float]:
@@ -246,7 +254,7 @@ def _observe(state: TrainState, probes: Probes, cfg: Config, run_dir: Path) -> d
     G = state.G if state.G_ema is None else state.G_ema
     fake = generate(G, probes.z, probes.labels)  # eval mode, train mode restored
     if fake.dim() == 4:
-        save_grid(fake, run_dir / "samples" / f"{state.step:06d}.png")
+        save_grid(fake, run_dir / "samples" / f"{state.step:06d}.png", probes.nrow)
     else:
         np.save(run_dir / "samples" / f"{state.step:06d}.npy", fake.numpy())
     rec = {"fake_mean": fake.mean().item(), "fake_std": fake.std(dim=0).mean().item()}

@@ -10,7 +10,9 @@ Variants are constructor arguments, not subclasses:
 - `project="linear"`: z is projected by a linear layer to the first (base x base) feature map.
 - `head="linear"` (D): the final convolution is replaced by a linear layer on the flattened features.
 - `num_classes > 0`: conditional (Mirza & Osindero 2014): a one-hot label is concatenated to z and,
-  as K constant channels, to D's input.
+  as K constant channels, to D's input; or, with `cond="projection"` in D, the label enters D's
+  output as the inner product of a class embedding with the spatially summed last features
+  (projection discriminator, Miyato & Koyama 2018).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from gankit.models.mlp import _check_labels
+from gankit.models.mlp import CONDITIONING, _check_labels
 
 UPSAMPLE = ("transposed", "bilinear")
 PROJECT = ("conv", "linear")
@@ -45,9 +47,11 @@ def _layout(data_shape: tuple[int, ...]) -> tuple[int, int, int]:
 
 
 def dcgan_init(module: nn.Module) -> None:
-    """N(0, 0.02) weights for conv/linear layers, N(1, 0.02) BatchNorm scales, zero biases."""
+    """N(0, 0.02) weights for conv/linear/embedding layers, N(1, 0.02) BatchNorm scales, zero biases."""
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if isinstance(m, nn.Embedding):  # projection discriminator's class embedding
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -127,13 +131,18 @@ class DCGANDiscriminator(nn.Module):
         batchnorm: bool = True,
         head: str = "conv",
         dropout: float = 0.0,
+        cond: str = "concat",
     ) -> None:
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"unknown head {head!r}; choose from: {', '.join(HEADS)}")
+        for name, value, valid in (("head", head, HEADS), ("cond", cond, CONDITIONING)):
+            if value not in valid:
+                raise ValueError(f"unknown {name} {value!r}; choose from: {', '.join(valid)}")
         self.data_shape, self.num_classes = tuple(data_shape), num_classes
+        self.project = cond == "projection" and num_classes > 0
         c, base, stages = _layout(self.data_shape)
-        widths = [c + num_classes] + [ndf * 2**k for k in range(stages)]
+        widths = [c + (num_classes if not self.project else 0)] + [
+            ndf * 2**k for k in range(stages)
+        ]
         layers: list[nn.Module] = []
         for k, (a, b) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             bn = batchnorm and k > 0  # no BatchNorm on D's input layer (DCGAN paper)
@@ -147,10 +156,15 @@ class DCGANDiscriminator(nn.Module):
             self.head = nn.Sequential(nn.Conv2d(top, 1, base, 1, 0), nn.Flatten(0))
         else:
             self.head = nn.Sequential(nn.Flatten(1), nn.Linear(top * base * base, 1), nn.Flatten(0))
+        if self.project:
+            self.embed = nn.Embedding(num_classes, top)
         dcgan_init(self)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         onehot = _check_labels(labels, self.num_classes, x.shape[0])
+        if self.project:
+            h = self.net(x)  # (B, top, base, base)
+            return self.head(h) + (self.embed(labels) * h.sum((2, 3))).sum(1)  # (B,)
         if onehot is not None:  # K constant label planes beside the image channels
             planes = onehot[:, :, None, None].expand(-1, -1, *x.shape[2:]).to(x.dtype)
             x = torch.cat([x, planes], dim=1)  # (B, C + K, H, W)

@@ -1,7 +1,9 @@
 """Multilayer-perceptron generator and discriminator, for toy densities and flattened images.
 
 Conditioning (Mirza & Osindero 2014): with `num_classes > 0` a one-hot label is concatenated to the
-generator's noise and to the discriminator's input.
+generator's noise and to the discriminator's input; or, with `cond="projection"` in D, the label
+enters D's output as an inner product of a class embedding with the last hidden features
+(projection discriminator, Miyato & Koyama 2018).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")
+CONDITIONING = ("concat", "projection")
 OUTPUTS = ("none", "tanh", "sigmoid")
 
 
@@ -105,17 +108,28 @@ class MLPDiscriminator(nn.Module):
         slope: float = 0.2,
         dropout: float = 0.0,
         batchnorm: bool = False,
+        cond: str = "concat",
     ) -> None:
         super().__init__()
+        if cond not in CONDITIONING:
+            raise ValueError(f"unknown cond {cond!r}; choose from: {', '.join(CONDITIONING)}")
         self.data_shape, self.num_classes = tuple(data_shape), num_classes
-        sizes = [math.prod(self.data_shape) + num_classes, *hidden]
+        self.project = cond == "projection" and num_classes > 0
+        n_in = math.prod(self.data_shape) + (num_classes if not self.project else 0)
+        sizes = [n_in, *hidden]
         self.net = nn.Sequential(
             *mlp(sizes, activation, slope, dropout, batchnorm), nn.Linear(sizes[-1], 1)
         )
+        if self.project:
+            self.embed = nn.Embedding(num_classes, sizes[-1])
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)  # start near the unconditional D
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         x = x.reshape(x.shape[0], -1)  # (B, D)
         onehot = _check_labels(labels, self.num_classes, x.shape[0])
+        if self.project:
+            h = self.net[:-1](x)  # (B, H) last hidden features
+            return self.net[-1](h).squeeze(1) + (self.embed(labels) * h).sum(1)  # (B,)
         if onehot is not None:
             x = torch.cat([x, onehot], dim=1)  # (B, D + K)
         return self.net(x).squeeze(1)  # (B,)

@@ -1,0 +1,114 @@
+"""Conditional GANs: fake-label draws, label plumbing through the trainer, class grids, --class."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from gankit.cli import main
+from gankit.config import load_config
+from gankit.train import fake_labels, train
+from tests.test_train_images import image_overrides, stripes  # noqa: F401 (fixture)
+
+
+def test_uniform_fake_labels_cover_every_class_including_the_last():
+    g = torch.Generator().manual_seed(0)
+    real = torch.zeros(5000, dtype=torch.long)
+    y = fake_labels(real, 10, "uniform", g)
+    counts = torch.bincount(y, minlength=10)
+    assert counts.shape == (10,) and (counts > 400).all()  # ~500 each, class 9 included
+    assert y.max() == 9 and y.min() == 0
+
+
+def test_data_fake_labels_follow_the_real_batch_and_unconditional_gets_none():
+    g = torch.Generator().manual_seed(0)
+    real = torch.tensor([3, 3, 1, 0])
+    assert torch.equal(fake_labels(real, 10, "data", g), real)
+    assert fake_labels(None, 0, "uniform", g) is None
+    assert fake_labels(real, 0, "uniform", g) is None
+
+
+@pytest.fixture(scope="module")
+def cond_run(stripes, tmp_path_factory):  # noqa: F811
+    tmp = tmp_path_factory.mktemp("cond")
+    over = image_overrides(stripes, tmp / "cache") + ["model.num_classes=2", "train.sample_n=6"]
+    train(load_config("dcgan_mnist", over), tmp / "run")
+    return tmp / "run"
+
+
+def test_training_writes_a_class_grid(cond_run):
+    # 2 classes x ceil(6 / 2) = 3 fixed-noise columns: one row per class
+    grid = Image.open(cond_run / "samples" / "000008.png")
+    assert grid.size == (3 * 16 + 4 * 2, 2 * 16 + 3 * 2)
+
+
+def test_sample_class_k_all_and_errors(cond_run, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "sample",
+                str(cond_run),
+                "--class",
+                "1",
+                "--n",
+                "4",
+                "--out",
+                str(tmp_path / "one.npy"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "sample",
+                str(cond_run),
+                "--class",
+                "all",
+                "--seeds",
+                "0-2",
+                "--out",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 0
+    )
+    files = sorted(p.name for p in (tmp_path / "d").iterdir())
+    assert files == [f"class_{k}_seed_{s:06d}.png" for k in (0, 1) for s in range(3)]
+    # the same seed in two classes: same noise, different label -> different images
+    a = Image.open(tmp_path / "d" / "class_0_seed_000001.png").tobytes()
+    b = Image.open(tmp_path / "d" / "class_1_seed_000001.png").tobytes()
+    assert a != b
+    capsys.readouterr()
+    assert main(["sample", str(cond_run), "--class", "2", "--out", str(tmp_path / "x.png")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "choose from 0-1 or all" in err
+
+
+def test_class_on_an_unconditional_model_is_an_error(stripes, tmp_path, capsys):  # noqa: F811
+    over = image_overrides(stripes, tmp_path / "cache") + ["train.steps=2"]
+    train(load_config("dcgan_mnist", over), tmp_path / "u")
+    capsys.readouterr()
+    assert (
+        main(["sample", str(tmp_path / "u"), "--class", "0", "--out", str(tmp_path / "x.png")]) == 1
+    )
+    assert "unconditional" in capsys.readouterr().err
+
+
+def test_conditional_step_feeds_fake_labels_to_g_and_d(stripes, tmp_path, monkeypatch):  # noqa: F811
+    from gankit import train as train_mod
+
+    seen = []
+    real_fn = train_mod.fake_labels
+
+    def spy(real, k, mode, g):
+        out = real_fn(real, k, mode, g)
+        seen.append((real.clone(), out.clone()))
+        return out
+
+    monkeypatch.setattr(train_mod, "fake_labels", spy)
+    over = image_overrides(stripes, tmp_path / "cache") + ["model.num_classes=2", "train.steps=3"]
+    train(load_config("dcgan_mnist", over), tmp_path / "r")
+    assert len(seen) == 3 and all(len(f) == len(r) == 8 for r, f in seen)
+    assert any(not torch.equal(r, f) for r, f in seen)  # uniform draws, not the real labels
