@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from gankit.bench import dcgan, toy
+from gankit.bench import dcgan, per_class, toy
 
 BENCHES = {
     "toy": toy.run,
     "dcgan": dcgan.run,
+    "per_class": per_class.run,
 }
