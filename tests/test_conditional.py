@@ -112,3 +112,22 @@ def test_conditional_step_feeds_fake_labels_to_g_and_d(stripes, tmp_path, monkey
     train(load_config("dcgan_mnist", over), tmp_path / "r")
     assert len(seen) == 3 and all(len(f) == len(r) == 8 for r, f in seen)
     assert any(not torch.equal(r, f) for r, f in seen)  # uniform draws, not the real labels
+
+
+def test_sample_class_draws_from_the_per_class_pair(stripes, tmp_path, capsys):  # noqa: F811
+    from gankit.checkpoint import load_checkpoint
+    from gankit.perclass import load_pair
+    from gankit.run import draw
+
+    over = image_overrides(stripes, tmp_path / "cache") + ["train.per_class=true", "train.steps=4"]
+    train(load_config("dcgan_mnist", over), tmp_path / "pc")
+    ckpt = load_checkpoint(tmp_path / "pc" / "checkpoints" / "last.pt")
+    x, nrow, ids = draw(ckpt, n=3, seed=5, klass="1")
+    G1 = load_pair(ckpt, 1)[0].eval()
+    z = torch.randn(3, G1.z_dim, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(x, G1(z))  # class 1 comes from pair 1
+    assert ids == [1]
+    grid, nrow, ids = draw(ckpt, n=4, klass="all")
+    assert ids == [0, 1] and nrow == 2 and grid.shape[0] == 4
+    assert main(["sample", str(tmp_path / "pc"), "--class", "all", "--out", str(tmp_path / "g.png")]) == 0
