@@ -130,4 +130,13 @@ def test_sample_class_draws_from_the_per_class_pair(stripes, tmp_path, capsys): 
     assert ids == [1]
     grid, nrow, ids = draw(ckpt, n=4, klass="all")
     assert ids == [0, 1] and nrow == 2 and grid.shape[0] == 4
-    assert main(["sample", str(tmp_path / "pc"), "--class", "all", "--out", str(tmp_path / "g.png")]) == 0
+    assert (
+        main(["sample", str(tmp_path / "pc"), "--class", "all", "--out", str(tmp_path / "g.png")])
+        == 0
+    )
+    capsys.readouterr()
+    assert (
+        main(["eval", str(tmp_path / "pc"), "--metrics", "sliced_w1"]) == 1
+    )  # no single G to evaluate
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--class K" in err

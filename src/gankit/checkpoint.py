@@ -116,6 +116,11 @@ def load_models(ckpt: dict) -> tuple[nn.Module, nn.Module]:
     from gankit.models import build_models
 
     cfg = config_from_dict(ckpt["config"])
+    if cfg.train.per_class:
+        raise CheckpointError(
+            "this checkpoint holds one G/D pair per class (train.per_class): pick a pair, e.g. "
+            "`gankit sample RUN --class K`, or gankit.perclass.load_pair(ckpt, K)"
+        )
     shape = ckpt.get("data_shape") or data_from_config(cfg).shape
     G, D = build_models(
         cfg.model.name,

@@ -197,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="dcgan: image sizes, e.g. 28,64 (default)",
     )
     b.add_argument(
-        "--data-root", help="dcgan: folder holding MNIST/raw (default: $GANKIT_DATA or ./data)"
+        "--data-root",
+        help="dcgan, per_class: folder holding MNIST/raw (default: $GANKIT_DATA or ./data)",
     )
     b.add_argument("--out", help="also write the results as JSON to this file")
     b.set_defaults(func=cmd_bench)

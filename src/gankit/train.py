@@ -294,7 +294,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainState:
     )
     gens = {"z": state.z_gen}
     if resume:
-        ckpt = load_checkpoint(last, map_location=device)
+        # on the CPU: RNG states must be CPU byte tensors; load_state_dict moves weights to the device
+        ckpt = load_checkpoint(last)
         _check_resume_config(ckpt["config"], cfg)
         state.G.load_state_dict(ckpt["G"])
         state.D.load_state_dict(ckpt["D"])

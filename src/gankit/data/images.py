@@ -408,7 +408,7 @@ def folder(
     return _files_set("folder", top, rels, is_test, labels, classes, settings, cache_dir)
 
 
-def _gather(images: np.ndarray, idx: Tensor) -> Tensor:
+def gather(images: np.ndarray, idx: Tensor) -> Tensor:
     """images[idx] as a uint8 tensor, read from the memory map in ascending index order for locality."""
     idx_np = idx.numpy()
     order = np.argsort(idx_np, kind="stable")
@@ -465,7 +465,7 @@ class ImageSource:
         epoch, i = divmod(index, self.batches_per_epoch)
         idx = self._permutation(epoch)[i * self.batch_size : (i + 1) * self.batch_size]
         # move uint8 (4x fewer bytes than float32), convert on the device
-        x = _gather(self.images.train, idx).to(self.device)
+        x = gather(self.images.train, idx).to(self.device)
         return to_float(x), self._labels[idx].to(self.device)
 
     def train_fixed(self, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -474,7 +474,7 @@ class ImageSource:
         Chosen by `seed` alone, not the training seed, so runs with different seeds see the same images.
         """
         idx = torch.randperm(self.size, generator=make_generator(seed, "train_fixed"))[:n]
-        return to_float(_gather(self.images.train, idx)), self._labels[idx]
+        return to_float(gather(self.images.train, idx)), self._labels[idx]
 
     def held_out_labeled(self, n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
         """min(n, M) test images ((n, C, H, W) in [-1, 1], (n,) labels) on the CPU, chosen by `seed` alone."""
@@ -483,7 +483,7 @@ class ImageSource:
             raise DataError(f"the test split of {self.images.cache_path} is empty")
         idx = torch.randperm(m, generator=make_generator(seed, "held_out"))[:n]
         labels = torch.from_numpy(np.asarray(self.images.test_labels, dtype=np.int64))
-        return to_float(_gather(self.images.test, idx)), labels[idx]
+        return to_float(gather(self.images.test, idx)), labels[idx]
 
     def held_out(self, n: int, seed: int = 0) -> Tensor:
         """min(n, M) test images (n, C, H, W) in [-1, 1] on the CPU (the first of `held_out_labeled`)."""
