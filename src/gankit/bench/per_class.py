@@ -109,8 +109,8 @@ def run(args: argparse.Namespace) -> dict:
             print(f"{side}: {steps} steps, loop {seconds:.1f} s ({img_s:,.0f} img/s); "
                   f"train() calls {wall[side]:.1f} s with restarts")  # fmt: skip
     load1 = os.getloadavg()[0]
-    print(f"load average (1 min) before/after: {load0:.1f}/{load1:.1f} on {os.cpu_count()} cores "
-          "(above the core count: other work shared the CPU)")  # fmt: skip
+    shared = " (above the core count: other work shared the CPU)" if load0 > os.cpu_count() else ""
+    print(f"load average (1 min) before/after: {load0:.1f}/{load1:.1f} on {os.cpu_count()} cores{shared}")
     single, per = results.values()
     total_ratio = (
         single["img_s"] / per["img_s"]
