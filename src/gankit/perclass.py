@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import json
 import logging
 import math
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -32,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from gankit.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, set_rng_state
-from gankit.config import Config, config_from_dict, to_dict, to_yaml
+from gankit.config import Config, config_from_dict, to_dict
 from gankit.data import data_from_config
 from gankit.data.images import gather, to_float
 from gankit.metrics.dstats import d_output_stats
@@ -40,14 +38,17 @@ from gankit.models import build_models
 from gankit.sample import generate, sample_z
 from gankit.train import (
     LOG_KEYS,
-    NonFiniteLossError,
-    TrainingInterrupted,
     TrainState,
     _check_resume_config,
     _SignalGuard,
     build_state,
     ema_update,
+    interrupted,
+    new_run_dir,
+    nonfinite_error,
+    set_lr,
     train_step,
+    truncate_log,
 )
 from gankit.utils import (
     GankitError,
@@ -55,7 +56,6 @@ from gankit.utils import (
     env_info,
     get_device,
     make_generator,
-    read_jsonl,
     write_json,
 )
 
@@ -225,17 +225,12 @@ def _open_run_dir(
         ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
         _check_resume_config(ckpt["config"], cfg)
         _restore(state, ckpt, gens)
-        kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step", 0) <= state.step]
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+        truncate_log(run_dir, state.step)
         log.info("resumed %s at step %d", run_dir, state.step)
         return
     from gankit.plots import save_grid
 
-    for sub in ("checkpoints", "samples", "plots"):
-        (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    (run_dir / "metrics.jsonl").touch()
-    (run_dir / "eval.jsonl").touch()
+    new_run_dir(run_dir, cfg)
     ncol = min(GRID_COLUMNS, *(len(x) for x in probes.train.values()))
     reals = torch.cat([x[:ncol] for x in probes.train.values()])
     save_grid(reals, run_dir / "reals.png", nrow=ncol)
@@ -249,12 +244,7 @@ def _window(acc: Tensor, counts: list[int], classes: list[int], s: int, last: Pa
     for c, row, n in zip(classes, per, counts, strict=True):
         for k, v in zip(LOG_KEYS, row, strict=True):
             if n and not math.isfinite(v):
-                good = f"step {load_checkpoint(last)['step']}" if last.exists() else "none"
-                raise NonFiniteLossError(
-                    f"class {c}: {k} became {v} between steps {s - sum(counts) + 1} and {s}; "
-                    f"stopped without saving (last good checkpoint: {good}); lower "
-                    "optim.lr_d/lr_g or try another loss.name"
-                )
+                raise nonfinite_error(k, v, s - sum(counts) + 1, s, last, who=f"class {c}: ")
     total = sum(counts)
     rec = {k: sum(r[i] for r in sums) / total for i, k in enumerate(LOG_KEYS)}
     return rec | {f"{k}_per_class": [r[i] for r in per] for i, k in enumerate(LOG_KEYS)}
@@ -328,10 +318,7 @@ def train_per_class(cfg: Config, run_dir: str | Path, resume: bool = False) -> P
                 epoch, events = e, epoch_events(data.epoch_indices(e), labels, classes, size)
             c, idx = events[j]
             pair = state.pairs[c]
-            if cfg.optim.lr_schedule == "linear":  # of the global step: resume-exact
-                frac = 1.0 - state.step / steps
-                pair.opt_g.param_groups[0]["lr"] = cfg.optim.lr_g * frac
-                pair.opt_d.param_groups[0]["lr"] = cfg.optim.lr_d * frac
+            set_lr(pair, cfg, state.step, steps)  # of the global step: resume-exact
             x = to_float(gather(data.images.train, idx).to(device))  # uint8 moved, float on device
             memory = torch.channels_last if tc.channels_last else torch.contiguous_format
             reals = [r.contiguous(memory_format=memory) for r in x.split(cfg.data.batch_size)]
@@ -365,11 +352,7 @@ def train_per_class(cfg: Config, run_dir: str | Path, resume: bool = False) -> P
                         run_dir / "checkpoints" / f"step_{s:06d}.pt", state, cfg, data.shape, gens
                     )
             if stop:
-                raise TrainingInterrupted(
-                    f"{signal.Signals(guard.signum).name} at step {s}: checkpoint saved to "
-                    f"{last}; continue with --resume",
-                    guard.signum,
-                )
+                raise interrupted(guard.signum, s, last)
     return state
 
 

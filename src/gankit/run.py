@@ -161,7 +161,7 @@ def draw(
     Noise is per seed (`seeds`) or from `seed`; with classes (conditional models or per-class pairs)
     `klass` is a class id or "all" (a class grid: one row per class, the same noise in each column).
     """
-    from gankit.sample import sample_seeds, sample_z
+    from gankit.sample import generate, sample_seeds, sample_z
 
     cfg = config_from_dict(ckpt["config"])
     per_class = cfg.train.per_class
@@ -179,18 +179,12 @@ def draw(
         ids = list(classes)  # a per-class checkpoint has no unconditional generator: draw them all
     if ids is not None and len(ids) > 1 and seeds is None:
         n = -(-n // len(ids))  # columns of the class grid
-    if seeds is not None:
-        zs = lambda G: torch.cat([sample_z(1, G.z_dim, cfg.model.z_dist,  # noqa: E731
-                                           torch.Generator().manual_seed(s)) for s in seeds])  # fmt: skip
-    else:
-        zs = lambda G: sample_z(n, G.z_dim, cfg.model.z_dist, torch.Generator().manual_seed(seed))  # noqa: E731
 
     def run(G: torch.nn.Module, labels: torch.Tensor | None) -> torch.Tensor:
-        if seeds is not None:
+        if seeds is not None:  # one noise vector per seed
             return sample_seeds(G, seeds, z_dist=cfg.model.z_dist, labels=labels)
-        from gankit.sample import generate
-
-        return generate(G, zs(G), labels)
+        z = sample_z(n, G.z_dim, cfg.model.z_dist, torch.Generator().manual_seed(seed))
+        return generate(G, z, labels)
 
     cols = len(seeds) if seeds is not None else n
     if ids is None:  # unconditional, or a conditional model with classes drawn uniformly

@@ -270,6 +270,48 @@ def _observe(state: TrainState, probes: Probes, cfg: Config, run_dir: Path) -> d
     return rec
 
 
+def new_run_dir(run_dir: Path, cfg: Config) -> None:
+    """Lay out a fresh run directory; the resolved config is written before the first step."""
+    for sub in ("checkpoints", "samples", "plots"):
+        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    (run_dir / "metrics.jsonl").touch()
+    (run_dir / "eval.jsonl").touch()
+
+
+def truncate_log(run_dir: Path, step: int) -> None:
+    """On resume, drop metrics.jsonl lines written after the checkpoint's step: they will be
+    recomputed identically."""
+    kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step", 0) <= step]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+def set_lr(state: TrainState, cfg: Config, step: int, steps: int) -> None:
+    """The learning rates at `step` of `steps` (a function of the step, so resume is exact)."""
+    if cfg.optim.lr_schedule == "linear":
+        frac = 1.0 - step / steps
+        state.opt_g.param_groups[0]["lr"] = cfg.optim.lr_g * frac
+        state.opt_d.param_groups[0]["lr"] = cfg.optim.lr_d * frac
+
+
+def nonfinite_error(
+    key: str, value: float, first: int, step: int, last: Path, who: str = ""
+) -> NonFiniteLossError:
+    """The one-line error for a loss that became NaN/inf between steps `first` and `step`."""
+    good = f"step {load_checkpoint(last)['step']}" if last.exists() else "none"
+    return NonFiniteLossError(
+        f"{who}{key} became {value} between steps {first} and {step}; stopped without saving "
+        f"(last good checkpoint: {good}); lower optim.lr_d/lr_g or try another loss.name"
+    )
+
+
+def interrupted(signum: int, step: int, last: Path) -> TrainingInterrupted:
+    name = signal.Signals(signum).name
+    return TrainingInterrupted(
+        f"{name} at step {step}: checkpoint saved to {last}; continue with --resume", signum
+    )
+
+
 def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainState:
     """Run (or resume) training; writes config, metrics.jsonl, snapshots and checkpoints in run_dir."""
     if cfg.train.per_class:
@@ -305,16 +347,10 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainState:
         state.opt_d.load_state_dict(ckpt["opt_d"])
         state.step = ckpt["step"]
         set_rng_state(ckpt["rng"], gens)
-        # drop log lines written after the checkpoint: they will be recomputed identically
-        kept = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r.get("step", 0) <= state.step]
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+        truncate_log(run_dir, state.step)
         log.info("resumed %s at step %d", run_dir, state.step)
     else:
-        for sub in ("checkpoints", "samples", "plots"):
-            (run_dir / sub).mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-        (run_dir / "metrics.jsonl").touch()
-        (run_dir / "eval.jsonl").touch()
+        new_run_dir(run_dir, cfg)
         if len(data.shape) == 3:
             from gankit.plots import save_grid
 
@@ -356,10 +392,7 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainState:
     n_acc, t_log, d_steps = 0, time.perf_counter(), cfg.optim.d_steps
     with _SignalGuard() as guard:
         while state.step < steps:
-            if cfg.optim.lr_schedule == "linear":  # a function of the step, so resume is exact
-                frac = 1.0 - state.step / steps
-                state.opt_g.param_groups[0]["lr"] = cfg.optim.lr_g * frac
-                state.opt_d.param_groups[0]["lr"] = cfg.optim.lr_d * frac
+            set_lr(state, cfg, state.step, steps)
             i0 = state.step * d_steps
             batches = [data.batch(i0 + j) for j in range(d_steps)]
             reals = [b[0] for b in batches]
@@ -381,12 +414,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainState:
                 bad = [k for k, v in zip(LOG_KEYS, means, strict=True) if not math.isfinite(v)]
                 if bad:
                     bar.close()
-                    good = f"step {load_checkpoint(last)['step']}" if last.exists() else "none"
-                    raise NonFiniteLossError(
-                        f"{bad[0]} became {means[LOG_KEYS.index(bad[0])]} between steps "
-                        f"{s - n_acc + 1} and {s}; stopped without saving (last good checkpoint: "
-                        f"{good}); lower optim.lr_d/lr_g or try another loss.name"
-                    )
+                    value = means[LOG_KEYS.index(bad[0])]
+                    raise nonfinite_error(bad[0], value, s - n_acc + 1, s, last)
                 now = time.perf_counter()
                 rec = {"step": s, **dict(zip(LOG_KEYS, means, strict=True)),
                        "it_s": n_acc / max(now - t_log, 1e-9)}  # fmt: skip
@@ -405,10 +434,6 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainState:
                     checkpoint(ckpt_dir / f"step_{s:06d}.pt")
             if guard.signum is not None:
                 bar.close()
-                name = signal.Signals(guard.signum).name
-                raise TrainingInterrupted(
-                    f"{name} at step {s}: checkpoint saved to {last}; continue with --resume",
-                    guard.signum,
-                )
+                raise interrupted(guard.signum, s, last)
     bar.close()
     return state

@@ -110,7 +110,9 @@ def run(args: argparse.Namespace) -> dict:
                   f"train() calls {wall[side]:.1f} s with restarts")  # fmt: skip
     load1 = os.getloadavg()[0]
     shared = " (above the core count: other work shared the CPU)" if load0 > os.cpu_count() else ""
-    print(f"load average (1 min) before/after: {load0:.1f}/{load1:.1f} on {os.cpu_count()} cores{shared}")
+    print(
+        f"load average (1 min) before/after: {load0:.1f}/{load1:.1f} on {os.cpu_count()} cores{shared}"
+    )
     single, per = results.values()
     total_ratio = (
         single["img_s"] / per["img_s"]
