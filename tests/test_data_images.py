@@ -602,6 +602,32 @@ def test_float_uint8_round_trip():
     assert to_uint8(torch.tensor([-3.0, 3.0])).tolist() == [0, 255]
 
 
+def test_stacked_mnist_stacks_three_digits_and_labels_them(tmp_path):
+    tx, ty, vx, vy = make_mnist(tmp_path, n=(20, 10))
+    kw = dict(download=False, cache_dir=str(tmp_path / "c"), n_train=50, n_test=7)
+    s = images.stacked_mnist(str(tmp_path), **kw)
+    assert s.train.shape == (50, 3, 28, 28) and s.test.shape == (7, 3, 28, 28)
+    assert s.num_classes == 1000 and s.classes[42] == "042"
+    for x, y, src_x, src_y in ((s.train, s.train_labels, tx, ty), (s.test, s.test_labels, vx, vy)):
+        for img, label in zip(
+            x, y, strict=True
+        ):  # each channel is one source digit, the label spells them
+            digits = []
+            for c in range(3):
+                match = np.flatnonzero((src_x == img[c]).all(axis=(1, 2)))
+                assert len(match) >= 1
+                digits.append(int(src_y[match[0]]))
+            assert label == 100 * digits[0] + 10 * digits[1] + digits[2]
+    again = images.stacked_mnist(str(tmp_path), **{**kw, "cache_dir": str(tmp_path / "c2")})
+    assert np.array_equal(
+        again.train, s.train
+    )  # the same stacks for every build: a function of seed
+    other = images.stacked_mnist(str(tmp_path), **{**kw, "seed": 1})
+    assert not np.array_equal(other.train, s.train)
+    with pytest.raises(DataError, match="3 channels"):
+        images.stacked_mnist(str(tmp_path), channels=1, **kw)
+
+
 def test_image_source_on_cached_memmap(tmp_path):
     make_mnist(tmp_path, n=(8, 3))
     s = images.mnist(str(tmp_path), img_size=32, download=False, cache_dir=str(tmp_path / "c"))

@@ -20,6 +20,15 @@ EXAMPLES_TRAIN = """examples:
 """
 
 
+EXAMPLES_EVAL = """examples:
+  gankit eval runs/00001-toy_ring --json
+  gankit eval runs/00002-gan_mlp_mnist --metrics parzen,dstats
+  gankit eval runs/00002-gan_mlp_mnist --metrics parzen --floor
+  gankit classifier fit mnist && gankit eval RUN --metrics classifier,fid_clf
+  gankit eval RUN --metrics fid,kid,is,prc --inception-weights weights-inception-2015-12-05-6726825d.pth
+"""
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from gankit.config import config_from_dict, load_config, to_yaml
     from gankit.run import check_new_run_dir, new_run_dir
@@ -67,15 +76,40 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from gankit.run import eval_run
 
     metrics = [m for m in args.metrics.split(",") if m] if args.metrics else None
-    records = eval_run(args.path, metrics, args.n, args.seed)
+    options = {"inception_weights": args.inception_weights, "device": args.device,
+               "inception_unverified": args.inception_unverified,
+               "progress": not args.json and sys.stderr.isatty()}  # fmt: skip
+    records = eval_run(args.path, metrics, args.n, args.seed, floor=args.floor, options=options)
     if args.json:
         print(json.dumps(records[0] if len(records) == 1 else {"results": records}))
         return 0
+    skip = (
+        "metric",
+        "time",
+        "gankit_version",
+        "dataset",
+        "checkpoint",
+        "sigmas",
+        "val_ll",
+        "class_hist",
+    )
     for r in records:
-        skip = ("metric", "time", "gankit_version", "dataset")
         vals = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                          for k, v in r.items() if k not in skip)  # fmt: skip
-        print(f"{r['metric']}: {vals}")
+        print(f"{r['metric']}{' (floor: real train vs real test)' if r['floor'] else ''}: {vals}")
+    return 0
+
+
+def cmd_classifier(args: argparse.Namespace) -> int:
+    from gankit.data import build_data
+    from gankit.metrics.classifier import fit_and_cache
+
+    options = {"root": args.data_root or "", "cache_dir": args.cache_dir or ""}
+    data = build_data(args.dataset, {}, args.seed, 128, options=options)
+    info = fit_and_cache(args.dataset, data, epochs=args.epochs, seed=args.seed,
+                         cache_dir=args.cache_dir or "", force=args.force, device=args.device)  # fmt: skip
+    print(f"{args.dataset} classifier: test accuracy {100 * info['test_acc']:.2f} %")
+    print(f"cached: {info['path']} (sha256 {info['sha256'][:16]}...)")
     return 0
 
 
@@ -88,6 +122,32 @@ def cmd_sample(args: argparse.Namespace) -> int:
         args.ckpt, args.out, n=args.n, seeds=seeds, seed=args.seed, klass=args.klass
     )
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_interpolate(args: argparse.Namespace) -> int:
+    from gankit.latent import interpolate_to_file
+    from gankit.run import resolve
+    from gankit.sample import parse_seeds
+
+    out = interpolate_to_file(resolve(args.ckpt)[1], args.out, parse_seeds(args.seeds), args.steps,
+                              args.mode, args.klass)  # fmt: skip
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_nn(args: argparse.Namespace) -> int:
+    from gankit.neighbours import nn_to_file
+    from gankit.run import resolve
+
+    out, st = nn_to_file(resolve(args.ckpt)[1], args.out, args.n, args.k, args.space, args.seed)
+    print(
+        f"wrote {out}: each row is a sample, then its {args.k} nearest training images ({args.space} distance)"
+    )
+    print(
+        f"nearest-neighbour distance to the training set: samples {st['fake_nn']:.4g}, "
+        f"real test images {st['test_nn']:.4g} (ratio {st['ratio']:.3f}; well below 1 suggests memorisation)"
+    )
     return 0
 
 
@@ -150,13 +210,38 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint (appends to eval.jsonl)",
-                       epilog="example: gankit eval runs/00001-toy_ring --json", formatter_class=raw)  # fmt: skip
+                       epilog=EXAMPLES_EVAL, formatter_class=raw)  # fmt: skip
     e.add_argument("path", metavar="RUN_DIR|CKPT")
-    e.add_argument("--metrics", help="comma-separated metric names (default: the dataset's)")
-    e.add_argument("--n", type=int, help="number of generated samples (default: eval.n_samples)")
+    e.add_argument("--metrics", help="comma-separated metric names (gankit list metrics; "
+                   "default: eval.metrics, else the dataset's)")  # fmt: skip
+    e.add_argument("--n", type=int, help="generated samples (default: each metric's protocol)")
     e.add_argument("--seed", type=int, help="evaluation noise seed (default: eval.seed)")
-    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--floor", action="store_true",
+                   help="real-vs-real floor: the same metrics with real training images in place of "
+                        "generated ones, against the same reference at the same n")  # fmt: skip
+    e.add_argument("--inception-weights", metavar="FILE",
+                   help="fid/kid/is/prc: local Inception-v3 weights (default: $GANKIT_INCEPTION_WEIGHTS)")  # fmt: skip
+    e.add_argument("--inception-unverified", action="store_true",
+                   help="accept Inception weights whose sha256 is not the official file's")  # fmt: skip
+    e.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps (default auto)")
+    e.add_argument("--json", action="store_true", help="print one JSON object (no progress bars)")
     e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("classifier", help="fit the domain classifier of an MNIST-like dataset",
+                       epilog="example: gankit classifier fit mnist --data-root ../shared/datasets",
+                       formatter_class=raw)  # fmt: skip
+    c.add_argument("action", choices=["fit"])
+    c.add_argument("dataset", help="mnist or fashion_mnist (stacked_mnist uses mnist's)")
+    c.add_argument("--data-root", help="folder holding MNIST/raw (default: $GANKIT_DATA or ./data)")
+    c.add_argument(
+        "--cache-dir",
+        help="where classifiers are cached (default: $GANKIT_CACHE or ~/.cache/gankit)",
+    )
+    c.add_argument("--epochs", type=int, default=3, help="training epochs (default 3)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--device", default="cpu")
+    c.add_argument("--force", action="store_true", help="refit even if a cached classifier exists")
+    c.set_defaults(func=cmd_classifier)
 
     s = sub.add_parser("sample", help="write samples of a checkpoint to a file",
                        epilog="example: gankit sample runs/00001-toy_ring --seeds 0-63 --out s.npy",
@@ -172,6 +257,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file: .npy, .csv, .pt or .png (a grid for images), or a directory "
                         "(images: one PNG per sample)")  # fmt: skip
     s.set_defaults(func=cmd_sample)
+
+    it = sub.add_parser("interpolate", help="a latent walk between seeds, as a PNG grid or a GIF",
+                        epilog="examples:\n  gankit interpolate RUN --seeds 1,2,3 --steps 10 --out walk.png\n"
+                               "  gankit interpolate RUN --seeds 0-7 --class sweep --out sweep.gif",
+                        formatter_class=raw)  # fmt: skip
+    it.add_argument("ckpt", metavar="CKPT|RUN_DIR")
+    it.add_argument(
+        "--seeds",
+        required=True,
+        help="noise seeds to walk through, e.g. 1,2,3 (as in gankit sample)",
+    )
+    it.add_argument(
+        "--steps", type=int, default=8, help="images per seed pair, ends included (default 8)"
+    )
+    it.add_argument("--mode", default="slerp", choices=["slerp", "lerp"], help="default slerp")
+    it.add_argument("--class", dest="klass", metavar="K|sweep",
+                    help="conditional models: a fixed class K, or sweep (noise fixed, one column per class)")  # fmt: skip
+    it.add_argument(
+        "--out", required=True, help="FILE.png (grid: one row per seed pair) or FILE.gif"
+    )
+    it.set_defaults(func=cmd_interpolate)
+
+    nn_ = sub.add_parser(
+        "nn", help="memorisation check: samples beside their nearest training images"
+    )
+    nn_.add_argument("ckpt", metavar="CKPT|RUN_DIR")
+    nn_.add_argument("--n", type=int, default=8, help="samples (rows, default 8)")
+    nn_.add_argument("--k", type=int, default=5, help="neighbours per sample (default 5)")
+    nn_.add_argument("--space", default="pixel", choices=["pixel", "classifier"],
+                     help="pixel distance, or the domain classifier's features (gankit classifier fit)")  # fmt: skip
+    nn_.add_argument("--seed", type=int, default=0, help="evaluation noise seed (default 0)")
+    nn_.add_argument("--out", required=True, help="FILE.png")
+    nn_.set_defaults(func=cmd_nn)
 
     pl = sub.add_parser("plot", help="write a run's plots into RUN_DIR/plots")
     pl.add_argument("run_dir", metavar="RUN_DIR")

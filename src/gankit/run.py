@@ -66,21 +66,33 @@ def eval_run(
     metrics: list[str] | None = None,
     n: int | None = None,
     seed: int | None = None,
+    *,
+    floor: bool = False,
+    options: dict | None = None,
 ) -> list[dict[str, Any]]:
-    """Evaluate a run's last checkpoint; records (with protocol) are appended to eval.jsonl."""
-    from gankit import __version__
-    from gankit.metrics import default_metrics, evaluate
+    """Evaluate a run's last checkpoint (or a checkpoint file) under each metric's protocol.
 
-    run_dir, ckpt, cfg, data, G, _ = load_run(path)
+    Records carry their protocol (n_fake, n_real, reference split, seed, extractor and weights hash,
+    gankit version) and are appended to the run's eval.jsonl. `n` overrides each metric's sample count;
+    `floor` evaluates real training images in place of generated ones. `options`: see EvalContext.
+    """
+    from gankit import __version__
+    from gankit.metrics import EvalContext, default_metrics, evaluate
+
+    run_dir, ckpt_path = resolve(path)
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = config_from_dict(ckpt["config"])
+    data = data_from_config(cfg)
+    G, D = (None, None) if cfg.train.per_class else load_models(ckpt)
     names = metrics or cfg.eval.metrics or default_metrics(data)
-    if not names:
-        raise GankitError(f"no default metrics for dataset {cfg.data.name!r}; pass --metrics")
-    n = n or cfg.eval.n_samples
     seed = cfg.eval.seed if seed is None else seed
-    records = evaluate(G, data, names, n=n, seed=seed, z_dist=cfg.model.z_dist)
+    opts = {**(options or {}), "n": n}
+    ctx = EvalContext(ckpt, cfg, data, G, D, seed=seed, floor=floor, options=opts)
+    records = evaluate(ctx, names)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
     for r in records:
-        r.update(step=ckpt["step"], dataset=cfg.data.name, gankit_version=__version__, time=stamp)
+        r.update(step=ckpt["step"], dataset=cfg.data.name, checkpoint=str(ckpt_path),
+                 gankit_version=__version__, time=stamp)  # fmt: skip
         if run_dir is not None:
             append_jsonl(r, run_dir / "eval.jsonl")
     return records

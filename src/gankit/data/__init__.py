@@ -25,6 +25,7 @@ DATASETS = {
     "grid": toy.grid,
     "mnist": images.mnist,
     "fashion_mnist": images.fashion_mnist,
+    "stacked_mnist": images.stacked_mnist,
     "cifar10": images.cifar10,
     "celeba": images.celeba,
     "folder": images.folder,

@@ -199,18 +199,8 @@ def _files_set(
     return _cached(name, settings, img_dir, sources, cache_dir, build)
 
 
-def _idx_set(
-    name: str,
-    folder: str,
-    classes: list[str],
-    root: str,
-    img_size: int,
-    channels: int,
-    download: bool,
-    cache_dir: str,
-) -> ImageSet:
-    """An IDX dataset in torchvision's layout: {root}/{folder}/raw/{train,t10k}-*-idx?-ubyte[.gz]."""
-    _check(img_size, channels)
+def _idx_files(folder: str, root: str, download: bool) -> list[Path]:
+    """The four IDX files of {root}/{folder}/raw/{train,t10k}-*-idx?-ubyte[.gz] (torchvision's layout)."""
     raw = _data_root(root) / folder / "raw"
 
     def find() -> list[Path] | None:
@@ -232,13 +222,29 @@ def _idx_set(
         raise DataError(
             f"{folder} not found: put {names} (gzipped or not) in {raw} or set data.root; {_fetch_hint(download)}"
         )
+    return files
+
+
+def _idx_set(
+    name: str,
+    folder: str,
+    classes: list[str],
+    root: str,
+    img_size: int,
+    channels: int,
+    download: bool,
+    cache_dir: str,
+) -> ImageSet:
+    """An IDX dataset in torchvision's layout: {root}/{folder}/raw/{train,t10k}-*-idx?-ubyte[.gz]."""
+    _check(img_size, channels)
+    files = _idx_files(folder, root, download)
 
     def load() -> tuple:
         train, test = readers.read_idx_pair(*files[:2]), readers.read_idx_pair(*files[2:])
         return (*train, *test, classes)
 
     settings = {"img_size": img_size or 28, "channels": channels or 1}
-    return _array_set(name, raw, files, load, settings, cache_dir)
+    return _array_set(name, files[0].parent, files, load, settings, cache_dir)
 
 
 def mnist(
@@ -274,6 +280,53 @@ def fashion_mnist(
     return _idx_set(
         "fashion_mnist", "FashionMNIST", classes, root, img_size, channels, download, cache_dir
     )
+
+
+def stacked_mnist(
+    root: str = "",
+    img_size: int = 0,
+    channels: int = 0,
+    *,
+    download: bool = True,
+    skip_bad: bool = False,
+    cache_dir: str = "",
+    n_train: int = 128_000,
+    n_test: int = 10_000,
+    seed: int = 0,
+) -> ImageSet:
+    """Stacked MNIST, the 1,000-mode benchmark (Metz et al. 2017; VEEGAN; PacGAN): three MNIST digits drawn
+    uniformly at random are stacked as the R, G and B channels of one 28x28 image; the class is the
+    three-digit number 100*R + 10*G + B (1,000 classes).
+
+    Train images stack digits of the MNIST train split, test images digits of the test split; which digits
+    is fixed by `seed` (data.params.seed), so the set is the same for every run.
+    """
+    _check(img_size, channels)
+    if channels not in (0, 3):
+        raise DataError(
+            f"stacked_mnist has 3 channels (one digit each); data.channels={channels} is not valid"
+        )
+    files = _idx_files("MNIST", root, download)
+
+    def load() -> tuple:
+        rng = np.random.default_rng(seed)
+        out = []
+        for (x, y), n in (
+            (readers.read_idx_pair(*files[:2]), n_train),
+            (readers.read_idx_pair(*files[2:]), n_test),
+        ):
+            idx = rng.integers(0, len(x), size=(n, 3))  # (n, 3) digit indices: R, G, B
+            out += [x[idx, 0], y[idx] @ np.array([100, 10, 1])]  # (n, 3, 28, 28) uint8, (n,) labels
+        return (*out, [f"{k:03d}" for k in range(1000)])
+
+    settings = {
+        "img_size": img_size or 28,
+        "channels": 3,
+        "n_train": n_train,
+        "n_test": n_test,
+        "seed": seed,
+    }
+    return _array_set("stacked_mnist", files[0].parent, files, load, settings, cache_dir)
 
 
 def cifar10(

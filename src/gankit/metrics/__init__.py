@@ -1,67 +1,394 @@
-"""Metrics by name. Each entry of METRICS maps (fake samples, data source) to a result dict by calling
-a pure function of tensors; `evaluate` adds the protocol (n, seed, step, version) to each record."""
+"""Metrics by name. `METRICS[name](ctx)` computes one metric of a checkpoint under its protocol and
+returns its values plus the protocol fields (n_fake, n_real, reference split, feature extractor and
+weights hash); the numbers come from pure functions of tensors (toy, parzen, classifier, fidelity, dstats).
+
+Each metric has a published protocol and uses it unless `--n` overrides the sample count:
+
+    modes, dist1d, sliced_w1  toy densities, eval.n_samples generated samples (2,500: PacGAN's protocol)
+    dstats                    D's scores on real-train / fake / real-test (D in eval mode), train.dstats_n each
+    parzen                    Gaussian Parzen-window log-likelihood of the test split (Goodfellow et al. 2014):
+                              10,000 samples, sigma from logspace(-1, 0, 10) on 1,000 images of train[-10000:]
+    classifier                a domain classifier's view: classes covered, KL(class histogram || uniform),
+                              classifier Inception Score, accuracy of the requested class (conditional models)
+    fid_clf                   Frechet distance on the domain classifier's features, fake vs test split
+    stacked_mnist             modes covered of 1,000 and KL to uniform over 26,000 samples, each channel
+                              labelled by the MNIST classifier (VEEGAN / PacGAN protocol)
+    fid, kid, is, prc         Inception-v3 (torch-fidelity, local weights file) on 10,000 samples vs test split
+
+`--floor` replaces the generated samples by real training images: the same metric between real train
+and real test at the same n, the best value a perfect generator could reach under that protocol.
+"""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from gankit.metrics import toy
+from gankit.utils import GankitError, make_generator
 
 
-def _modes(fake: Tensor, data: Any, seed: int) -> dict:
-    d = data.density
-    if not hasattr(d, "centers"):
-        raise ValueError(
-            f"metric 'modes' needs a mixture dataset (ring, grid), not {type(d).__name__}"
+@dataclass
+class EvalContext:
+    """What a metric may use: the checkpoint's models and data, the evaluation seed and options.
+
+    `options`: n (sample count overriding each protocol's default), inception_weights,
+    inception_unverified, device, batch_size, progress.
+    """
+
+    ckpt: dict
+    cfg: Any  # gankit.config.Config
+    data: Any  # a data source (gankit.data)
+    G: nn.Module | None  # None for per-class checkpoints: one G per class, see `fake`
+    D: nn.Module | None
+    seed: int = 0
+    floor: bool = False
+    options: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict)
+
+    def n(self, default: int) -> int:
+        return self.options.get("n") or default
+
+    @property
+    def device(self) -> torch.device:
+        from gankit.utils import get_device
+
+        return get_device(self.options.get("device") or "auto")
+
+    @property
+    def classes(self) -> list[int]:
+        if self.cfg.train.per_class:
+            from gankit.perclass import pair_classes
+
+            return pair_classes(self.ckpt)
+        return list(range(self.cfg.model.num_classes))
+
+    def fake(self, n: int) -> tuple[Tensor, Tensor | None]:
+        """n generated samples (N, *shape) on the CPU and their requested classes (N,) or None.
+
+        Noise comes from the evaluation stream of `seed`, classes uniformly from the model's classes, so
+        the same checkpoint and seed give the same samples. With `floor`, n real training images instead.
+        """
+        key = ("fake", n)
+        if key not in self.cache:
+            self.cache[key] = (
+                self.data.train_fixed(n, self.seed) if self.floor else self._generate(n)
+            )
+        return self.cache[key]
+
+    def _generate(self, n: int) -> tuple[Tensor, Tensor | None]:
+        from gankit.sample import generate, sample_z
+
+        g, m = make_generator(self.seed, "eval"), self.cfg.model
+        z = sample_z(n, m.z_dim, m.z_dist, g)
+        classes = self.classes
+        labels = (
+            torch.tensor(classes)[torch.randint(len(classes), (n,), generator=g)]
+            if classes
+            else None
         )
-    return toy.mode_stats(fake, d.centers, d.std)
+        bs = self.options.get("batch_size") or 500
+        if not self.cfg.train.per_class:
+            return generate(self.G.to(self.device), z, labels, bs), labels
+        from gankit.perclass import load_pair
+
+        x = None
+        for k in classes:  # each class's samples from its own pair
+            G = load_pair(self.ckpt, k)[0].to(self.device)
+            rows = (labels == k).nonzero().squeeze(1)
+            out = generate(G, z[rows], None, bs)
+            x = out.new_empty(n, *out.shape[1:]) if x is None else x
+            x[rows] = out
+        return x, labels
+
+    def real(self, n: int) -> tuple[Tensor, Tensor | None]:
+        """min(n, M) real test images (or fresh toy points) and their labels: the reference split."""
+        key = ("real", n)
+        if key not in self.cache:
+            self.cache[key] = self.data.held_out_labeled(n, self.seed)
+        return self.cache[key]
 
 
-def _dist1d(fake: Tensor, data: Any, seed: int) -> dict:
-    d = data.density
+def _images(ctx: EvalContext, metric: str) -> None:
+    if len(ctx.data.shape) != 3:
+        raise GankitError(f"metric {metric!r} needs an image dataset, not {ctx.cfg.data.name!r}")
+
+
+# ---- toy densities --------------------------------------------------------------------------------
+
+
+def _toy_n(ctx: EvalContext) -> int:
+    return ctx.n(ctx.cfg.eval.n_samples)
+
+
+def _modes(ctx: EvalContext) -> dict:
+    d = getattr(ctx.data, "density", None)
+    if not hasattr(d, "centers"):
+        raise GankitError(
+            f"metric 'modes' needs a mixture dataset (ring, grid), not {ctx.cfg.data.name!r}"
+        )
+    fake = ctx.fake(_toy_n(ctx))[0]
+    return {**toy.mode_stats(fake, d.centers, d.std), "n_fake": len(fake)}
+
+
+def _dist1d(ctx: EvalContext) -> dict:
+    d = getattr(ctx.data, "density", None)
     if not hasattr(d, "pdf"):
-        raise ValueError("metric 'dist1d' needs the 1-D Gaussian dataset (gauss1d)")
-    return toy.dist1d_stats(fake, d.mean, d.std)
+        raise GankitError("metric 'dist1d' needs the 1-D Gaussian dataset (gauss1d)")
+    fake = ctx.fake(_toy_n(ctx))[0]
+    return {**toy.dist1d_stats(fake, d.mean, d.std), "n_fake": len(fake), "reference": "exact"}
 
 
-def _sliced_w1(fake: Tensor, data: Any, seed: int) -> dict:
-    return toy.sliced_w1(fake.flatten(1), data.held_out(len(fake), seed).flatten(1), seed=seed)
+def _sliced_w1(ctx: EvalContext) -> dict:
+    fake = ctx.fake(_toy_n(ctx))[0]
+    real = ctx.real(len(fake))[0]
+    w1 = toy.sliced_w1(fake.flatten(1), real.flatten(1), seed=ctx.seed)
+    return {**w1, "n_fake": len(fake), "n_real": len(real), "reference": "test"}
+
+
+# ---- discriminator, Parzen --------------------------------------------------------------------------
+
+
+def _dstats(ctx: EvalContext) -> dict:
+    from gankit.metrics.dstats import d_output_stats
+
+    if ctx.floor:
+        raise GankitError("metric 'dstats' scores generated samples with D; it has no --floor")
+    if ctx.D is None:
+        raise GankitError(
+            "metric 'dstats' needs a single D; a per-class checkpoint holds one per class"
+        )
+    n = ctx.n(ctx.cfg.train.dstats_n or 1000)
+    D = ctx.D.to(ctx.device)
+    out = {}
+    for split, (x, y) in (("train", ctx.data.train_fixed(n, ctx.seed)), ("fake", ctx.fake(n)),
+                          ("test", ctx.real(n))):  # fmt: skip
+        y = y if ctx.cfg.model.num_classes else None
+        s = d_output_stats(D, x, y)
+        out |= {f"{split}_mean": s["mean"], f"{split}_std": s["std"]}
+    out["train_test_gap"] = out["train_mean"] - out["test_mean"]  # > 0: D memorises the train set
+    return {**out, "n_fake": n, "n_real": n, "reference": "train+test"}
+
+
+def _unit(x: Tensor, images: bool) -> Tensor:
+    """(N, *shape) -> (N, d) float, pixels mapped from [-1, 1] to [0, 1] as in the Parzen protocol."""
+    x = x.flatten(1).double()
+    return (x + 1) / 2 if images else x
+
+
+def _parzen(ctx: EvalContext) -> dict:
+    from gankit.data.images import gather, to_float
+    from gankit.metrics.parzen import parzen
+
+    images = len(ctx.data.shape) == 3
+    n = ctx.n(10_000)
+    n_val, n_test = 1000, 10_000
+    if images:  # validation: 1,000 of the last 10,000 training images (MNIST: train[50000:60000])
+        train = ctx.data.images.train
+        g = make_generator(ctx.seed, "parzen")
+        tail = max(len(train) - 10_000, 0)
+        val = to_float(gather(train, tail + torch.randperm(len(train) - tail, generator=g)[:n_val]))
+        if ctx.floor:  # kernel centres from the training images before the validation block
+            samples = to_float(gather(train, torch.randperm(tail, generator=g)[:n]))
+        else:
+            samples = ctx.fake(n)[0]
+        test = ctx.real(n_test)[0]
+        protocol = {"validation": f"{n_val} of train[{tail}:{len(train)}]", "reference": "test"}
+    else:
+        samples = ctx.fake(n)[0]
+        val, test = ctx.data.held_out(n_val, ctx.seed + 1), ctx.real(n_test)[0]
+        protocol = {"validation": f"{n_val} fresh points", "reference": "fresh points"}
+    r = parzen(_unit(samples, images), _unit(val, images), _unit(test, images),
+               progress=ctx.options.get("progress", False))  # fmt: skip
+    return {**r, "n_fake": len(samples), "n_real": len(test), **protocol}
+
+
+# ---- domain classifier (MNIST-like data) -----------------------------------------------------------
+
+CLASSIFIER_DATA = {"stacked_mnist": "mnist"}  # datasets labelled by another dataset's classifier
+
+
+def _classifier_for(ctx: EvalContext, dataset: str | None = None) -> tuple[nn.Module, dict]:
+    from gankit.metrics.classifier import get_classifier
+
+    name = dataset or ctx.cfg.data.name
+    key = ("classifier", name)
+    if key not in ctx.cache:
+        ctx.cache[key] = get_classifier(name, ctx.cfg.data.cache_dir)
+    return ctx.cache[key]
+
+
+def _clf_protocol(info: dict) -> dict:
+    return {
+        "extractor": f"gankit classifier ({info.get('dataset', '?')})",
+        "weights_sha256": info["sha256"],
+    }
+
+
+def _predict(ctx: EvalContext, which: str, n: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(probs, features, labels) of the classifier on `which` = fake | real, cached per n."""
+    from gankit.metrics.classifier import predict
+
+    key = ("predict", which, n)
+    if key not in ctx.cache:
+        x, y = ctx.fake(n) if which == "fake" else ctx.real(n)
+        model, _ = _classifier_for(ctx)
+        probs, feats = predict(model.to(ctx.device), x)
+        ctx.cache[key] = (probs, feats, y)
+    return ctx.cache[key]
+
+
+def _classifier(ctx: EvalContext) -> dict:
+    from gankit.metrics import classifier as clf
+
+    _images(ctx, "classifier")
+    n = ctx.n(10_000)
+    probs, _, labels = _predict(ctx, "fake", n)
+    _, info = _classifier_for(ctx)
+    hist = clf.class_histogram_stats(probs, probs.shape[1])
+    is_mean, is_std = clf.classifier_inception_score(probs)
+    out = {"classes_covered": hist["classes_covered"], "class_kl": hist["class_kl"],
+           "is_clf": is_mean, "is_clf_std": is_std}  # fmt: skip
+    if labels is not None and (ctx.cfg.model.num_classes or ctx.cfg.train.per_class or ctx.floor):
+        out["class_acc"] = clf.conditional_accuracy(probs, labels)  # requested (or true) class
+    return {**out, "num_classes": probs.shape[1], "n_fake": n, **_clf_protocol(info)}
+
+
+def _fid_clf(ctx: EvalContext) -> dict:
+    from gankit.metrics.fidelity import frechet_distance
+
+    _images(ctx, "fid_clf")
+    n = ctx.n(10_000)
+    fake, real = _predict(ctx, "fake", n)[1], _predict(ctx, "real", n)[1]
+    _, info = _classifier_for(ctx)
+    fid = frechet_distance(fake.double(), real.double())
+    return {"fid_clf": fid, "n_fake": len(fake), "n_real": len(real), "reference": "test",
+            **_clf_protocol(info)}  # fmt: skip
+
+
+def _stacked_mnist(ctx: EvalContext) -> dict:
+    import torch.nn.functional as F
+
+    from gankit.metrics.classifier import predict
+
+    if ctx.data.shape[0] != 3:
+        raise GankitError(
+            f"metric 'stacked_mnist' needs 3-channel images, not {ctx.cfg.data.name!r}"
+        )
+    n = ctx.n(26_000)
+    x = ctx.fake(n)[0]
+    model, info = _classifier_for(ctx, "mnist")
+    digits = []
+    for c in range(3):  # each channel is one digit
+        ch = x[:, c : c + 1]
+        if ch.shape[-1] != 28:
+            ch = F.interpolate(ch, size=28, mode="bilinear", antialias=True, align_corners=False)
+        digits.append(predict(model.to(ctx.device), ch)[0].argmax(1))
+    modes = digits[0] * 100 + digits[1] * 10 + digits[2]
+    return {**toy.mode_histogram_stats(modes, 1000), "n_fake": n, **_clf_protocol(info)}
+
+
+# ---- Inception-v3 (torch-fidelity) -------------------------------------------------------------------
+
+
+def _inception(ctx: EvalContext) -> tuple[dict, dict, dict]:
+    """(fake features, real features, protocol) of Inception-v3, extracted once per evaluation."""
+    from gankit.data.images import to_uint8
+    from gankit.metrics import fidelity
+
+    if "inception" not in ctx.cache:
+        path, sha = fidelity.resolve_inception_weights(
+            ctx.options.get("inception_weights"), verify=not ctx.options.get("inception_unverified")
+        )
+        n = ctx.n(10_000)
+        kw = dict(device=ctx.device, progress=ctx.options.get("progress", False))
+        feats = [fidelity.inception_features(to_uint8(x), path, **kw)
+                 for x in (ctx.fake(n)[0], ctx.real(n)[0])]  # fmt: skip
+        import torch_fidelity
+
+        protocol = {"n_fake": len(feats[0]["2048"]), "n_real": len(feats[1]["2048"]),
+                    "reference": "test", "extractor": f"inception-v3-compat (torch-fidelity "
+                    f"{torch_fidelity.__version__})", "weights_sha256": sha}  # fmt: skip
+        ctx.cache["inception"] = (*feats, protocol)
+    return ctx.cache["inception"]
+
+
+def _fid(ctx: EvalContext) -> dict:
+    from gankit.metrics.fidelity import frechet_distance
+
+    _images(ctx, "fid")
+    fake, real, protocol = _inception(ctx)
+    return {"fid": frechet_distance(fake["2048"], real["2048"]), **protocol}
+
+
+def _kid(ctx: EvalContext) -> dict:
+    from gankit.metrics.fidelity import kernel_inception_distance
+
+    _images(ctx, "kid")
+    fake, real, protocol = _inception(ctx)
+    subset = min(1000, len(fake["2048"]), len(real["2048"]))
+    mean, std = kernel_inception_distance(
+        fake["2048"], real["2048"], subset_size=subset, seed=ctx.seed
+    )
+    return {"kid_mean": mean, "kid_std": std, "kid_subset_size": subset, **protocol}
+
+
+def _is(ctx: EvalContext) -> dict:
+    from gankit.metrics.fidelity import inception_score
+
+    _images(ctx, "is")
+    fake, _, protocol = _inception(ctx)
+    mean, std = inception_score(fake["logits_unbiased"], seed=ctx.seed)
+    return {"is_mean": mean, "is_std": std, **{k: v for k, v in protocol.items() if k != "n_real"},
+            "reference": "none"}  # fmt: skip
+
+
+def _prc(ctx: EvalContext) -> dict:
+    from gankit.metrics.fidelity import precision_recall
+
+    _images(ctx, "prc")
+    fake, real, protocol = _inception(ctx)
+    return {**precision_recall(fake["2048"], real["2048"], k=3), "prc_k": 3, **protocol}
 
 
 METRICS = {
     "modes": _modes,
     "dist1d": _dist1d,
     "sliced_w1": _sliced_w1,
+    "dstats": _dstats,
+    "parzen": _parzen,
+    "classifier": _classifier,
+    "fid_clf": _fid_clf,
+    "stacked_mnist": _stacked_mnist,
+    "fid": _fid,
+    "kid": _kid,
+    "is": _is,
+    "prc": _prc,
 }
 
 
 def default_metrics(data: Any) -> list[str]:
-    """The metrics `gankit eval` computes when none are asked for."""
-    return list(getattr(getattr(data, "density", None), "metrics", ()))
+    """The metrics `gankit eval` computes when none are asked for: the toy density's, else D's statistics."""
+    toy_metrics = list(getattr(getattr(data, "density", None), "metrics", ()))
+    return toy_metrics or ["dstats"]
 
 
-def evaluate(
-    G: nn.Module,
-    data: Any,
-    names: list[str],
-    *,
-    n: int,
-    seed: int,
-    z_dist: str = "normal",
-) -> list[dict[str, Any]]:
-    """One record per metric: its values plus the protocol (n_fake, seed) it was computed under."""
+def evaluate(ctx: EvalContext, names: list[str]) -> list[dict[str, Any]]:
+    """One record per metric: its values and protocol, plus the seed and whether it is a --floor figure."""
     from gankit.config import lookup
-    from gankit.sample import sample
-    from gankit.utils import make_generator
 
     fns = [lookup(METRICS, name, "metric") for name in names]
-    fake = sample(G, n, z_dist=z_dist, generator=make_generator(seed, "eval"))
     records = []
     for name, fn in zip(names, fns, strict=True):
+        t0 = time.perf_counter()
         with torch.no_grad():
-            values = fn(fake, data, seed)
-        records.append({"metric": name, **values, "n_fake": n, "seed": seed})
+            values = fn(ctx)
+        seconds = round(time.perf_counter() - t0, 2)
+        records.append(
+            {"metric": name, **values, "seed": ctx.seed, "floor": ctx.floor, "seconds": seconds}
+        )
     return records

@@ -80,21 +80,43 @@ def mode_stats(
         nearest_dist, nearest = dist.min(dim=1)
         counts += torch.bincount(nearest[nearest_dist <= radius], minlength=k)
 
-    counts_np = counts.cpu().numpy()
-    num_hq = int(counts_np.sum())
-    if num_hq == 0:
-        reverse_kl = float("inf")
-    else:
-        p_gen = counts_np[counts_np > 0] / num_hq
-        # Empty modes contribute 0 * log 0 = 0; p_real = 1 / K for every mode.
-        reverse_kl = float(np.sum(p_gen * np.log(p_gen * k)))
+    hist = _histogram_stats(counts.cpu().numpy())
     return {
-        "modes": int((counts_np > 0).sum()),
+        "modes": hist["modes"],
         "num_modes": int(k),
-        "high_quality": num_hq / n,
-        "reverse_kl": reverse_kl,
+        "high_quality": hist["n"] / n,
+        "reverse_kl": hist["kl"],
         "n": int(n),
     }
+
+
+def _histogram_stats(counts: np.ndarray) -> dict:
+    """Modes hit (count > 0) and KL(p || uniform) in nats of the histogram `counts` (K,), inf if empty."""
+    total, k = int(counts.sum()), len(counts)
+    if total == 0:
+        return {"modes": 0, "kl": float("inf"), "n": 0}
+    p = counts[counts > 0] / total  # empty modes contribute 0 log 0 = 0; uniform is 1 / K per mode
+    return {"modes": int((counts > 0).sum()), "kl": float(np.sum(p * np.log(p * k))), "n": total}
+
+
+def mode_histogram_stats(modes: Tensor, num_modes: int) -> dict:
+    """Modes covered and KL(generated mode distribution || uniform) of integer mode labels.
+
+    The Stacked-MNIST protocol (VEEGAN, Srivastava et al. 2017; PacGAN): each sample's mode is the
+    class a classifier assigns it.
+
+    Args:
+        modes: (N,) int labels in [0, num_modes).
+        num_modes: K.
+
+    Returns:
+        {"modes": labels seen at least once, in [0, K], "num_modes": K, "kl": in [0, log K] nats}.
+    """
+    counts = np.bincount(modes.cpu().numpy().astype(np.int64), minlength=num_modes)
+    if len(counts) > num_modes or (len(modes) and int(modes.min()) < 0):
+        raise ValueError(f"mode labels must lie in [0, {num_modes})")
+    hist = _histogram_stats(counts)
+    return {"modes": hist["modes"], "num_modes": int(num_modes), "kl": hist["kl"]}
 
 
 def _int_cdf(x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,116 @@
+"""The memorisation check: generated samples beside their nearest training images.
+
+A generator that copies its training set puts samples much closer to a training image than real
+held-out images are; so next to the picture, the check reports the nearest-neighbour distances of the
+samples and, as the yardstick, of the same number of real test images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from gankit.utils import GankitError
+
+SPACES = ("pixel", "classifier")
+
+
+def nearest(queries: Tensor, key_chunks: Iterable[Tensor], k: int) -> tuple[Tensor, Tensor]:
+    """Each query's k nearest keys: Euclidean distances (Q, k) ascending and key indices (Q, k).
+
+    queries (Q, d); the keys (N, d) arrive in chunks, so a large training set is never held whole.
+    """
+    q = queries.double()
+    q2 = (q**2).sum(1, keepdim=True)  # (Q, 1)
+    best_d = torch.zeros((len(q), 0), dtype=torch.float64)
+    best_i = torch.zeros((len(q), 0), dtype=torch.long)
+    offset = 0
+    for kc in key_chunks:
+        kc = kc.double()
+        d2 = (q2 + (kc**2).sum(1) - 2 * q @ kc.T).clamp_min(0)  # (Q, chunk)
+        ids = torch.arange(offset, offset + len(kc)).expand(len(q), -1)
+        d, i = torch.cat([best_d, d2], 1), torch.cat([best_i, ids], 1)
+        best_d, pos = d.topk(min(k, d.shape[1]), dim=1, largest=False)
+        best_i, offset = i.gather(1, pos), offset + len(kc)
+    return best_d.sqrt(), best_i
+
+
+def _embed(x: Tensor, space: str, classifier: torch.nn.Module | None) -> Tensor:
+    """(N, C, H, W) in [-1, 1] -> (N, d) vectors of the chosen space."""
+    if space == "pixel":
+        return x.flatten(1)
+    from gankit.metrics.classifier import predict
+
+    return predict(classifier, x)[1]
+
+
+def nn_check(
+    ckpt: dict, n: int = 8, k: int = 5, space: str = "pixel", seed: int = 0
+) -> tuple[Tensor, dict]:
+    """((n * (k + 1), C, H, W) grid images: each row a sample then its k nearest training images, stats).
+
+    stats: mean nearest-neighbour distance to the training set of the n samples ("fake_nn") and of n
+    real test images ("test_nn", the yardstick), their ratio, and the distances per row.
+    """
+    from gankit.config import config_from_dict
+    from gankit.data import data_from_config
+    from gankit.data.images import gather, to_float
+    from gankit.metrics import EvalContext
+
+    if space not in SPACES:
+        raise GankitError(f"unknown space {space!r}; choose from: {', '.join(SPACES)}")
+    cfg = config_from_dict(ckpt["config"])
+    data = data_from_config(cfg)
+    if len(data.shape) != 3:
+        raise GankitError("the nearest-neighbour check needs an image model")
+    classifier = None
+    if space == "classifier":
+        from gankit.metrics.classifier import get_classifier
+
+        classifier = get_classifier(cfg.data.name, cfg.data.cache_dir)[0]
+    G, D = (None, None)
+    if not cfg.train.per_class:
+        from gankit.checkpoint import load_models
+
+        G, D = load_models(ckpt)
+    fake = EvalContext(ckpt, cfg, data, G, D, seed=seed, options={"device": "cpu"}).fake(n)[0]
+    test = data.held_out(n, seed)
+    train = data.images.train
+
+    def chunks() -> Iterator[Tensor]:  # the training set embedded chunk by chunk (a uint8 memmap)
+        for s in range(0, len(train), 8192):
+            idx = torch.arange(s, min(s + 8192, len(train)))
+            yield _embed(to_float(gather(train, idx)), space, classifier)
+
+    dist, idx = nearest(_embed(fake, space, classifier), chunks(), k)
+    test_dist, _ = nearest(_embed(test, space, classifier), chunks(), 1)
+    rows = [
+        torch.cat([f[None], to_float(gather(train, i))]) for f, i in zip(fake, idx, strict=True)
+    ]
+    stats = {"fake_nn": dist[:, 0].mean().item(), "test_nn": test_dist[:, 0].mean().item(),
+             "space": space, "n": n, "k": k, "distances": dist.tolist()}  # fmt: skip
+    stats["ratio"] = stats["fake_nn"] / max(stats["test_nn"], 1e-12)
+    return torch.cat(rows), stats
+
+
+def nn_to_file(
+    ckpt_path: str | Path,
+    out: str | Path,
+    n: int = 8,
+    k: int = 5,
+    space: str = "pixel",
+    seed: int = 0,
+) -> tuple[Path, dict]:
+    """Write the check as a PNG grid (row: sample | its k nearest training images); returns (path, stats)."""
+    from gankit.checkpoint import load_checkpoint
+    from gankit.plots import save_grid
+
+    out = Path(out)
+    if out.suffix.lower() != ".png":
+        raise GankitError(f"unsupported output {out.name!r}; use .png")
+    x, stats = nn_check(load_checkpoint(ckpt_path), n, k, space, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return save_grid(x, out, k + 1), stats
