@@ -69,6 +69,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         plot_run(run_dir)
         print(f"plots: {run_dir / 'plots'} (samples.gif, samples.png, dstats.png, losses.png)")
+    if args.report:
+        from gankit.report import write_report
+
+        print(f"report: {write_report(run_dir)}")
     return 0
 
 
@@ -151,6 +155,22 @@ def cmd_nn(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from gankit.compare import compare_runs
+
+    out, table = compare_runs(args.runs, args.out)
+    print(table)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gankit.report import write_report
+
+    print(f"wrote {write_report(args.run_dir)}")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from gankit.run import plot_run
 
@@ -207,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="continue the run in --run-dir (or CONFIG)"
     )
     t.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    t.add_argument("--report", action="store_true", help="write RUN_DIR/report.html at the end")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint (appends to eval.jsonl)",
@@ -290,6 +311,19 @@ def build_parser() -> argparse.ArgumentParser:
     nn_.add_argument("--seed", type=int, default=0, help="evaluation noise seed (default 0)")
     nn_.add_argument("--out", required=True, help="FILE.png")
     nn_.set_defaults(func=cmd_nn)
+
+    cmp = sub.add_parser("compare", help="overlay the curves and evaluations of several runs",
+                         epilog="example: gankit compare runs/00001-gan_mlp_mnist runs/00002-dcgan_mnist --out cmp.png",
+                         formatter_class=raw)  # fmt: skip
+    cmp.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    cmp.add_argument("--out", required=True, help="FILE.png, .pdf or .svg")
+    cmp.set_defaults(func=cmd_compare)
+
+    rep = sub.add_parser(
+        "report", help="write RUN_DIR/report.html: one self-contained page of the run"
+    )
+    rep.add_argument("run_dir", metavar="RUN_DIR")
+    rep.set_defaults(func=cmd_report)
 
     pl = sub.add_parser("plot", help="write a run's plots into RUN_DIR/plots")
     pl.add_argument("run_dir", metavar="RUN_DIR")

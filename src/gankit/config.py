@@ -117,6 +117,15 @@ class EvalConfig:
 
 
 @dataclass
+class TrackConfig:
+    """Optional mirrors of metrics.jsonl (always written): TensorBoard and Weights & Biases."""
+
+    tensorboard: bool = False  # RUN_DIR/tensorboard: scalars, sample grids, D-statistics
+    wandb: Literal["online", "offline", "disabled"] = "disabled"  # offline: RUN_DIR/wandb, no network
+    project: str = "gankit"  # W&B project
+
+
+@dataclass
 class Config:
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
@@ -125,6 +134,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
 
 
 # ---- coercion -------------------------------------------------------------------------------------

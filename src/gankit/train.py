@@ -169,7 +169,8 @@ def total_steps(cfg: Config, batches_per_epoch: int | None) -> int:
 
 
 RESUMABLE_KEYS = ("train.steps", "train.epochs", "train.log_every", "train.ckpt_every",
-                  "train.keep_every", "train.device", "train.threads", "train.progress", "eval.")  # fmt: skip
+                  "train.keep_every", "train.device", "train.threads", "train.progress", "eval.",
+                  "track.")  # fmt: skip
 
 
 def _check_resume_config(stored: dict, cfg: Config) -> None:
@@ -187,7 +188,7 @@ def _check_resume_config(stored: dict, cfg: Config) -> None:
     if diff:
         raise GankitError(
             f"--resume: config differs from the run's in {', '.join(diff)}; only "
-            "train.steps/epochs/cadences/device and eval.* may change on resume"
+            "train.steps/epochs/cadences/device, eval.* and track.* may change on resume"
         )
 
 
