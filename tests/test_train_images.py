@@ -17,10 +17,9 @@ from gankit.config import load_config
 from gankit.train import Probes, _observe, build_state, train
 
 
-@pytest.fixture(scope="module")
-def stripes(tmp_path_factory):
+def make_stripes(root):
     """40 RGB 20x20 PNGs of coloured stripes in two class folders (a kind of image new to the tests)."""
-    root = tmp_path_factory.mktemp("stripes")
+    root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for i in range(40):
         cls = "vertical" if i % 2 else "horizontal"
@@ -33,6 +32,11 @@ def stripes(tmp_path_factory):
         (root / cls).mkdir(exist_ok=True)
         Image.fromarray(img).save(root / cls / f"{i:03d}.png")
     return root
+
+
+@pytest.fixture(scope="module")
+def stripes(tmp_path_factory):
+    return make_stripes(tmp_path_factory.mktemp("stripes"))
 
 
 def image_overrides(path, cache) -> list[str]:

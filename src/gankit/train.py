@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from gankit.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
@@ -380,61 +381,77 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainState:
     # bfloat16 autocast: no loss scaling needed; choose it by measurement (`gankit bench dcgan`)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp)
 
-    if state.step == 0:
-        append_jsonl(
-            {"step": 0, **_observe(state, probes, cfg, run_dir)}, run_dir / "metrics.jsonl"
-        )
+    from gankit.track import open_tracker
 
-    from tqdm.auto import tqdm
+    # wall-clock seconds of training, summed over the processes of a resumed run
+    t_start = time.perf_counter()
+    elapsed = next((r["time_s"] for r in reversed(read_jsonl(run_dir / "metrics.jsonl"))
+                    if "time_s" in r), 0.0)  # fmt: skip
 
-    bar = tqdm(total=steps, initial=state.step, disable=not cfg.train.progress, unit="step",
-               dynamic_ncols=True, mininterval=0.5)  # fmt: skip
-    acc = torch.zeros(len(LOG_KEYS), device=device)  # sums since the last log line
-    n_acc, t_log, d_steps = 0, time.perf_counter(), cfg.optim.d_steps
-    with _SignalGuard() as guard:
-        while state.step < steps:
-            set_lr(state, cfg, state.step, steps)
-            i0 = state.step * d_steps
-            batches = [data.batch(i0 + j) for j in range(d_steps)]
-            reals = [b[0] for b in batches]
-            if cfg.train.channels_last and reals[0].dim() == 4:
-                reals = [r.contiguous(memory_format=torch.channels_last) for r in reals]
-            labels = [b[1] if cfg.model.num_classes else None for b in batches]
-            with autocast:
-                out = step_fn(state, reals, labels, cfg)
-            if state.G_ema is not None:
-                ema_update(state.G_ema, state.G, cfg.train.ema_decay)
-            acc += torch.stack([out[k] for k in LOG_KEYS])
-            n_acc += 1
-            s, tc = state.step, cfg.train
-            bar.update(1)
-            is_log = s % tc.log_every == 0 or s == steps or guard.signum is not None
-            is_ckpt = s % tc.ckpt_every == 0 or s == steps or guard.signum is not None
-            if is_log or is_ckpt:
-                means = (acc / n_acc).tolist()  # the one host sync per log window
-                bad = [k for k, v in zip(LOG_KEYS, means, strict=True) if not math.isfinite(v)]
-                if bad:
+    def record(rec: dict) -> None:
+        """A metrics.jsonl line, mirrored to TensorBoard / W&B when track.* asks for it."""
+        rec["time_s"] = round(elapsed + time.perf_counter() - t_start, 3)
+        append_jsonl(rec, run_dir / "metrics.jsonl")
+        tracker.scalars(rec["step"], rec)
+        grid = run_dir / "samples" / f"{rec['step']:06d}.png"
+        if tracker.enabled and "fake_mean" in rec and grid.exists():
+            tracker.image(rec["step"], "samples", np.asarray(Image.open(grid)))
+
+    with open_tracker(run_dir, to_dict(cfg), cfg.track, resume_step=state.step) as tracker:
+        if state.step == 0:
+            record({"step": 0, **_observe(state, probes, cfg, run_dir)})
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, initial=state.step, disable=not cfg.train.progress, unit="step",
+                   dynamic_ncols=True, mininterval=0.5)  # fmt: skip
+        acc = torch.zeros(len(LOG_KEYS), device=device)  # sums since the last log line
+        n_acc, t_log, d_steps = 0, time.perf_counter(), cfg.optim.d_steps
+        with _SignalGuard() as guard:
+            while state.step < steps:
+                set_lr(state, cfg, state.step, steps)
+                i0 = state.step * d_steps
+                batches = [data.batch(i0 + j) for j in range(d_steps)]
+                reals = [b[0] for b in batches]
+                if cfg.train.channels_last and reals[0].dim() == 4:
+                    reals = [r.contiguous(memory_format=torch.channels_last) for r in reals]
+                labels = [b[1] if cfg.model.num_classes else None for b in batches]
+                with autocast:
+                    out = step_fn(state, reals, labels, cfg)
+                if state.G_ema is not None:
+                    ema_update(state.G_ema, state.G, cfg.train.ema_decay)
+                acc += torch.stack([out[k] for k in LOG_KEYS])
+                n_acc += 1
+                s, tc = state.step, cfg.train
+                bar.update(1)
+                is_log = s % tc.log_every == 0 or s == steps or guard.signum is not None
+                is_ckpt = s % tc.ckpt_every == 0 or s == steps or guard.signum is not None
+                if is_log or is_ckpt:
+                    means = (acc / n_acc).tolist()  # the one host sync per log window
+                    bad = [k for k, v in zip(LOG_KEYS, means, strict=True) if not math.isfinite(v)]
+                    if bad:
+                        bar.close()
+                        value = means[LOG_KEYS.index(bad[0])]
+                        raise nonfinite_error(bad[0], value, s - n_acc + 1, s, last)
+                    now = time.perf_counter()
+                    rec = {"step": s, **dict(zip(LOG_KEYS, means, strict=True)),
+                           "it_s": n_acc / max(now - t_log, 1e-9)}  # fmt: skip
+                    if s % sample_every == 0 or s == steps:
+                        rec.update(_observe(state, probes, cfg, run_dir))
+                    record(rec)
+                    bar.set_postfix(
+                        loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}", refresh=False
+                    )
+                    acc.zero_()
+                    n_acc, t_log = 0, now
+                elif s % sample_every == 0:
+                    record({"step": s, **_observe(state, probes, cfg, run_dir)})
+                if is_ckpt:
+                    checkpoint(last)
+                    if tc.keep_every and s % tc.keep_every == 0:
+                        checkpoint(ckpt_dir / f"step_{s:06d}.pt")
+                if guard.signum is not None:
                     bar.close()
-                    value = means[LOG_KEYS.index(bad[0])]
-                    raise nonfinite_error(bad[0], value, s - n_acc + 1, s, last)
-                now = time.perf_counter()
-                rec = {"step": s, **dict(zip(LOG_KEYS, means, strict=True)),
-                       "it_s": n_acc / max(now - t_log, 1e-9)}  # fmt: skip
-                if s % sample_every == 0 or s == steps:
-                    rec.update(_observe(state, probes, cfg, run_dir))
-                append_jsonl(rec, run_dir / "metrics.jsonl")
-                bar.set_postfix(loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}", refresh=False)
-                acc.zero_()
-                n_acc, t_log = 0, now
-            elif s % sample_every == 0:
-                append_jsonl({"step": s, **_observe(state, probes, cfg, run_dir)},
-                             run_dir / "metrics.jsonl")  # fmt: skip
-            if is_ckpt:
-                checkpoint(last)
-                if tc.keep_every and s % tc.keep_every == 0:
-                    checkpoint(ckpt_dir / f"step_{s:06d}.pt")
-            if guard.signum is not None:
-                bar.close()
-                raise interrupted(guard.signum, s, last)
-    bar.close()
+                    raise interrupted(guard.signum, s, last)
+        bar.close()
     return state

@@ -1,0 +1,145 @@
+"""The Lightning integration trains gankit's models with gankit's train_step, step for step."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+
+from gankit.config import load_config
+from gankit.utils import GankitError
+
+pytest.importorskip("lightning")  # an optional extra (installed by gankit[dev])
+# Lightning's advice for epoch-based loaders; `LeafSpec` is Lightning's own use of a deprecated torch API
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*does not have many workers", "ignore:.*max_epochs", "ignore:.*LeafSpec"
+)
+
+
+def _trainer(**kwargs):
+    import lightning
+
+    return lightning.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, **kwargs,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def cfg(tiny_overrides):
+    return load_config("toy_ring", [*tiny_overrides, "train.ema_decay=0.5"])
+
+
+def _reference(cfg, n):
+    """gankit's own loop body (train.train without logging): set_lr, train_step, ema_update."""
+    from gankit.data import data_from_config
+    from gankit.train import build_state, ema_update, set_lr, total_steps, train_step
+
+    data = data_from_config(cfg)
+    state = build_state(cfg, data.shape, torch.device("cpu"))
+    for i in range(n):
+        set_lr(state, cfg, i, total_steps(cfg, None))
+        out = train_step(state, [data.batch(i)[0]], [None], cfg)
+        ema_update(state.G_ema, state.G, cfg.train.ema_decay)
+    return state, out
+
+
+def _assert_same(a, b):
+    for x, y in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(x, y)
+
+
+def test_missing_lightning_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "lightning", None)
+    monkeypatch.delitem(sys.modules, "gankit.integrations.lightning", raising=False)
+    with pytest.raises(
+        GankitError, match=r"needs the lightning package: pip install 'gankit\[lightning\]'"
+    ):
+        import gankit.integrations.lightning  # noqa: F401
+
+
+def test_fit_equals_gankit_train_step(cfg):
+    from gankit.integrations.lightning import GANDataModule, GANModule, lightning_steps
+    from gankit.models import MLPDiscriminator, MLPGenerator
+
+    module = GANModule(cfg)
+    assert isinstance(module.G, MLPGenerator) and isinstance(module.D, MLPDiscriminator)
+    g0 = [p.detach().clone() for p in module.G.parameters()]
+    trainer = _trainer(max_steps=lightning_steps(cfg, 3))
+    trainer.fit(module, GANDataModule(cfg))
+    assert (trainer.global_step, module.step) == (6, 3)  # 2 optimizer steps per gankit step
+    logged = trainer.callback_metrics
+    assert all(torch.isfinite(logged[k]) for k in ("loss_d", "loss_g", "d_real", "d_fake"))
+    assert not any(torch.equal(a, b) for a, b in zip(g0, module.G.parameters(), strict=True))
+
+    state, out = _reference(cfg, 3)  # same seed, same batches: bit-identical on CPU
+    _assert_same(module.G, state.G)
+    _assert_same(module.D, state.D)
+    _assert_same(module.G_ema, state.G_ema)
+    assert all(torch.equal(logged[k], out[k]) for k in out)
+
+
+def test_stops_after_train_steps_and_resumes_exactly(cfg, tmp_path):
+    from gankit.integrations.lightning import GANDataModule, GANModule, lightning_steps
+
+    straight = GANModule(cfg)
+    trainer = _trainer()  # no max_steps: GANModule stops after train.steps = 8 gankit steps
+    trainer.fit(straight, GANDataModule(cfg))
+    assert (trainer.global_step, straight.step) == (16, 8)
+
+    first = GANModule(cfg)
+    trainer = _trainer(max_steps=lightning_steps(cfg, 3))
+    trainer.fit(first, GANDataModule(cfg))
+    trainer.save_checkpoint(tmp_path / "step3.ckpt")
+
+    loaded = GANModule.load_from_checkpoint(tmp_path / "step3.ckpt", weights_only=True)
+    assert loaded.step == 3 and loaded.cfg == cfg
+    _assert_same(loaded.G, first.G)
+
+    trainer = _trainer()  # a new Trainer continues the same module where it stopped
+    trainer.fit(first, GANDataModule(cfg))
+    assert (trainer.global_step, first.step) == (10, 8)
+    _assert_same(first.G, straight.G)
+
+    resumed = GANModule(cfg)
+    trainer = _trainer()
+    trainer.fit(resumed, GANDataModule(cfg), ckpt_path=tmp_path / "step3.ckpt")
+    assert (trainer.global_step, resumed.step) == (16, 8)
+    _assert_same(resumed.G, straight.G)  # the noise stream and the data order were restored
+    _assert_same(resumed.D, straight.D)
+    _assert_same(resumed.G_ema, straight.G_ema)
+
+
+def test_sample_matches_gankit_sample_of_its_checkpoint(cfg, tmp_path):
+    from gankit.checkpoint import load_checkpoint, load_generator
+    from gankit.integrations.lightning import GANModule
+    from gankit.run import draw
+
+    module = GANModule(cfg)
+    x = module.sample(5, seed=1)
+    assert x.shape == (5, 2) and torch.equal(x, module.sample(5, seed=1))
+    assert not torch.equal(x, module.sample(5, seed=2))
+    path = module.save_gankit_checkpoint(tmp_path / "last.pt")
+    assert torch.equal(draw(load_checkpoint(path), n=5, seed=1)[0], x)  # `gankit sample --seed 1`
+    _assert_same(load_generator(path), module.G_ema)
+
+
+def test_data_module_yields_gankit_batches_in_order(cfg):
+    from torch.utils.data import DataLoader
+
+    from gankit.data import data_from_config
+    from gankit.integrations.lightning import GANDataModule, GANSteps
+
+    source = data_from_config(cfg)
+    items = list(DataLoader(GANSteps(source, 2, 1, 4), batch_size=None))
+    assert [i for i, _, _ in items] == [1, 2, 3]
+    for i, reals, labels in items:  # d_steps = 2 batches per step
+        assert all(torch.equal(r, source.batch(2 * i + j)[0]) for j, r in enumerate(reals))
+        assert labels == [None, None]
+    workers = list(DataLoader(GANSteps(source, 2, 1, 4), batch_size=None, num_workers=2))
+    assert [i for i, _, _ in workers] == [1, 2, 3]
+    assert all(torch.equal(a[1][1], b[1][1]) for a, b in zip(items, workers, strict=True))
+    dm = GANDataModule(cfg)
+    (i, reals, _), *_ = dm.train_dataloader()
+    assert i == 0 and torch.equal(reals[0], source.batch(0)[0])
