@@ -21,7 +21,9 @@ demo: $(STAMP)
 	$(BIN)/gankit train toy_ring --run-dir $(DEMO_DIR)
 	$(BIN)/gankit eval $(DEMO_DIR)
 	$(BIN)/gankit plot $(DEMO_DIR)
+	$(BIN)/gankit report $(DEMO_DIR)
 	@echo "demo run: $(DEMO_DIR)  (plots in $(DEMO_DIR)/plots/)"
+	@echo "report: $(DEMO_DIR)/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
