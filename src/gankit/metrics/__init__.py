@@ -7,7 +7,8 @@ Each metric has a published protocol and uses it unless `--n` overrides the samp
     modes, dist1d, sliced_w1  toy densities, eval.n_samples generated samples (2,500: PacGAN's protocol)
     dstats                    D's scores on real-train / fake / real-test (D in eval mode), train.dstats_n each
     parzen                    Gaussian Parzen-window log-likelihood of the test split (Goodfellow et al. 2014):
-                              10,000 samples, sigma from logspace(-1, 0, 10) on 1,000 images of train[-10000:]
+                              10,000 samples, sigma from logspace(-1, 0, 10) on 1,000 images of the
+                              last 10,000 training images (MNIST: train[50000:60000], as in the paper)
     classifier                a domain classifier's view: classes covered, KL(class histogram || uniform),
                               classifier Inception Score, accuracy of the requested class (conditional models)
     fid_clf                   Frechet distance on the domain classifier's features, fake vs test split
@@ -190,14 +191,14 @@ def _parzen(ctx: EvalContext) -> dict:
     if images:  # validation: 1,000 of the last 10,000 training images (MNIST: train[50000:60000])
         train = ctx.data.images.train
         g = make_generator(ctx.seed, "parzen")
-        tail = max(len(train) - 10_000, 0)
+        tail = len(train) - min(10_000, len(train) // 6)  # small sets: the last sixth, as for MNIST
         val = to_float(gather(train, tail + torch.randperm(len(train) - tail, generator=g)[:n_val]))
         if ctx.floor:  # kernel centres from the training images before the validation block
             samples = to_float(gather(train, torch.randperm(tail, generator=g)[:n]))
         else:
             samples = ctx.fake(n)[0]
         test = ctx.real(n_test)[0]
-        protocol = {"validation": f"{n_val} of train[{tail}:{len(train)}]", "reference": "test"}
+        protocol = {"validation": f"{len(val)} of train[{tail}:{len(train)}]", "reference": "test"}
     else:
         samples = ctx.fake(n)[0]
         val, test = ctx.data.held_out(n_val, ctx.seed + 1), ctx.real(n_test)[0]

@@ -1,0 +1,178 @@
+"""`gankit eval` under each metric's protocol: records, --floor, seeds, per-class and conditional sampling,
+Parzen and the classifier metrics wired to real checkpoints, Stacked-MNIST mode counting."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from gankit.checkpoint import load_checkpoint
+from gankit.cli import main
+from gankit.config import config_from_dict
+from gankit.data import data_from_config
+from gankit.metrics import METRICS, EvalContext
+from gankit.metrics.toy import mode_histogram_stats
+from gankit.run import eval_run
+from tests.conftest import TINY
+from tests.test_train_images import image_overrides, stripes  # noqa: F401 (fixture)
+
+PROTOCOL = (
+    "metric",
+    "n_fake",
+    "seed",
+    "floor",
+    "step",
+    "dataset",
+    "checkpoint",
+    "gankit_version",
+    "time",
+)
+
+
+def _train(args: list[str]) -> None:
+    cmd = args[:4]
+    for o in args[4:]:
+        cmd += ["--set", o]
+    assert main(cmd) == 0
+
+
+@pytest.fixture(scope="module")
+def ring(tmp_path_factory):
+    run = tmp_path_factory.mktemp("eval") / "ring"
+    _train(["train", "toy_ring", "--run-dir", str(run), *TINY])
+    return run
+
+
+@pytest.fixture(scope="module")
+def image_runs(stripes, tmp_path_factory):  # noqa: F811
+    tmp = tmp_path_factory.mktemp("eval_img")
+    base = [*image_overrides(stripes, tmp / "cache"), "train.steps=2"]
+    runs = {}
+    for name, extra in (
+        ("plain", []),
+        ("cond", ["model.num_classes=2"]),
+        ("pairs", ["train.per_class=true"]),
+    ):
+        _train(["train", "dcgan_mnist", "--run-dir", str(tmp / name), *base, *extra])
+        runs[name] = tmp / name
+    return runs
+
+
+def test_every_metric_is_a_function_of_an_eval_context():
+    assert set(METRICS) >= {"modes", "dist1d", "sliced_w1", "dstats", "parzen", "classifier", "fid_clf",
+                            "stacked_mnist", "fid", "kid", "is", "prc"}  # fmt: skip
+
+
+def test_records_carry_their_protocol_and_the_same_seed_gives_the_same_number(ring):
+    a = eval_run(ring, ["modes", "sliced_w1"])
+    b = eval_run(ring, ["modes", "sliced_w1"])
+    c = eval_run(ring, ["sliced_w1"], seed=1)
+    for r in a:
+        assert all(k in r for k in PROTOCOL) and r["floor"] is False and r["n_fake"] == 256
+    assert a[1]["n_real"] == 256 and a[1]["reference"] == "test"
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("time", "seconds")}  # noqa: E731
+    assert [strip(r) for r in a] == [strip(r) for r in b]
+    assert c[0]["sliced_w1"] != a[1]["sliced_w1"]
+    lines = [json.loads(x) for x in (ring / "eval.jsonl").read_text().splitlines()]
+    assert len(lines) == 5 and lines[-1]["seed"] == 1
+
+
+def test_floor_on_the_ring_is_the_real_data_figure(ring, capsys):
+    assert main(["eval", str(ring), "--metrics", "modes", "--floor", "--n", "2000"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("modes (floor: real train vs real test)")
+    r = json.loads((ring / "eval.jsonl").read_text().splitlines()[-1])
+    # real ring samples: every mode, ~99.7 % within 3 std (a 2-D Gaussian: 1 - exp(-4.5) = 98.9 %)
+    assert (
+        r["floor"] is True and r["modes"] == 8 and r["high_quality"] > 0.97 and r["n_fake"] == 2000
+    )
+
+
+def test_unknown_metric_and_image_metric_on_toys_are_one_line_errors(ring, capsys):
+    assert main(["eval", str(ring), "--metrics", "frechet"]) == 2
+    assert "choose from: modes, dist1d" in capsys.readouterr().err
+    assert main(["eval", str(ring), "--metrics", "fid_clf"]) == 1
+    assert "needs an image dataset" in capsys.readouterr().err
+
+
+def test_dstats_default_for_image_runs_and_no_floor(image_runs, capsys):
+    r = eval_run(image_runs["plain"])[0]
+    assert r["metric"] == "dstats" and r["reference"] == "train+test"
+    for split in ("train", "fake", "test"):
+        assert 0 <= r[f"{split}_mean"] <= 1 and r[f"{split}_std"] >= 0
+    assert math.isclose(r["train_test_gap"], r["train_mean"] - r["test_mean"])
+    assert main(["eval", str(image_runs["plain"]), "--metrics", "dstats", "--floor"]) == 1
+    assert "no --floor" in capsys.readouterr().err
+    assert main(["eval", str(image_runs["pairs"]), "--metrics", "dstats"]) == 1
+    assert "per-class" in capsys.readouterr().err
+
+
+def _ctx(run, **kw) -> EvalContext:
+    from gankit.checkpoint import load_models
+
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    cfg = config_from_dict(ckpt["config"])
+    G, D = (None, None) if cfg.train.per_class else load_models(ckpt)
+    return EvalContext(ckpt, cfg, data_from_config(cfg), G, D, **kw)
+
+
+def test_conditional_samples_request_uniform_classes_deterministically(image_runs):
+    x, y = _ctx(image_runs["cond"]).fake(400)
+    assert (
+        x.shape == (400, 3, 16, 16)
+        and set(y.tolist()) == {0, 1}
+        and 150 < int((y == 1).sum()) < 250
+    )
+    x2, y2 = _ctx(image_runs["cond"]).fake(400)
+    assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert not torch.equal(x, _ctx(image_runs["cond"], seed=1).fake(400)[0])
+
+
+def test_per_class_samples_come_from_each_class_pair(image_runs):
+    from gankit.perclass import load_pair
+    from gankit.sample import generate, sample_z
+    from gankit.utils import make_generator
+
+    ctx = _ctx(image_runs["pairs"])
+    x, y = ctx.fake(6)
+    g = make_generator(0, "eval")
+    z = sample_z(6, ctx.cfg.model.z_dim, ctx.cfg.model.z_dist, g)
+    for k in (0, 1):  # row i is pair y[i]'s sample of noise z[i]
+        rows = (y == k).nonzero().squeeze(1)
+        assert torch.allclose(x[rows], generate(load_pair(ctx.ckpt, k)[0], z[rows]), atol=1e-6)
+
+
+def test_floor_samples_are_real_training_images(image_runs):
+    x, _ = _ctx(image_runs["plain"], floor=True).fake(8)
+    train = (
+        torch.from_numpy(np.array(_ctx(image_runs["plain"]).data.images.train)).float() / 127.5 - 1
+    )
+    assert all((train == img).flatten(1).all(1).any() for img in x)
+
+
+def test_parzen_on_an_image_run_and_its_floor(image_runs):
+    run = image_runs["plain"]
+    r = eval_run(run, ["parzen"], n=30)[0]
+    assert r["n_fake"] == 30 and r["sigma"] in r["sigmas"] and math.isfinite(r["ll_mean"])
+    assert (
+        r["reference"] == "test"
+        and r["validation"].startswith("1000 of train[")
+        and "[0:" not in r["validation"]
+    )
+    floor = eval_run(run, ["parzen"], n=30, floor=True)[0]
+    assert floor["floor"] is True and math.isfinite(floor["ll_mean"])
+
+
+def test_stacked_mnist_mode_counting_on_hand_built_labels():
+    all_modes = mode_histogram_stats(torch.arange(1000).repeat(26), 1000)
+    assert all_modes == {"modes": 1000, "num_modes": 1000, "kl": pytest.approx(0.0, abs=1e-12)}
+    one = mode_histogram_stats(torch.full((26_000,), 417), 1000)
+    assert one["modes"] == 1 and one["kl"] == pytest.approx(math.log(1000))
+    half = mode_histogram_stats(torch.cat([torch.arange(500)] * 4), 1000)  # 500 modes, uniform
+    assert half["modes"] == 500 and half["kl"] == pytest.approx(math.log(2))
+    with pytest.raises(ValueError, match=r"\[0, 1000\)"):
+        mode_histogram_stats(torch.tensor([1000]), 1000)
