@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from gankit.bench import dcgan, per_class, toy
+from gankit.bench import dcgan, parzen, per_class, toy
 
 BENCHES = {
     "toy": toy.run,
     "dcgan": dcgan.run,
     "per_class": per_class.run,
+    "parzen": parzen.run,
 }
