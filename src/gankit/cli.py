@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument(
         "--data-root",
-        help="dcgan, per_class: folder holding MNIST/raw (default: $GANKIT_DATA or ./data)",
+        help="dcgan, per_class, parzen: folder holding MNIST/raw (default: $GANKIT_DATA or ./data)",
     )
     b.add_argument("--out", help="also write the results as JSON to this file")
     b.set_defaults(func=cmd_bench)
