@@ -172,3 +172,57 @@ def test_stacked_mnist_mode_counting_on_hand_built_labels():
     assert half["modes"] == 500 and half["kl"] == pytest.approx(math.log(2))
     with pytest.raises(ValueError, match=r"\[0, 1000\)"):
         mode_histogram_stats(torch.tensor([1000]), 1000)
+
+
+def test_inception_metrics_through_eval_with_a_stand_in_extractor(
+    image_runs, tmp_path, monkeypatch, capsys
+):
+    from gankit.metrics import fidelity
+
+    calls = []
+
+    def features(x, weights, **kw):  # 16-d features and 1008 logits, a cheap stand-in for Inception
+        calls.append(len(x))
+        f = x.float().flatten(1) @ torch.randn(
+            x[0].numel(), 16, generator=torch.Generator().manual_seed(0)
+        )
+        f = f / 1e4  # O(1) logits: softmax without exact zeros
+        return {
+            "2048": f.double(),
+            "logits_unbiased": torch.nn.functional.pad(f, (0, 992)).double(),
+        }
+
+    monkeypatch.setattr(fidelity, "inception_features", features)
+    weights = tmp_path / "not-official.pth"
+    torch.save({"w": torch.zeros(1)}, weights)
+    run = str(image_runs["plain"])
+    args = [
+        "eval",
+        run,
+        "--metrics",
+        "fid,kid,is,prc",
+        "--n",
+        "12",
+        "--inception-weights",
+        str(weights),
+    ]
+    assert main(args) == 1  # not the official file: a one-line error saying where to get it
+    err = capsys.readouterr().err
+    assert (
+        len(err.strip().splitlines()) == 1 and "6726825d" in err and "--inception-unverified" in err
+    )
+    assert main([*args, "--inception-unverified", "--json"]) == 0
+    recs = {r["metric"]: r for r in json.loads(capsys.readouterr().out)["results"]}
+    assert calls == [
+        12,
+        5,
+    ]  # fake and real features extracted once for the four metrics (5 test images)
+    assert (
+        recs["fid"]["fid"] >= 0
+        and recs["kid"]["kid_subset_size"] == 5
+        and recs["is"]["is_mean"] >= 1
+    )
+    assert 0 <= recs["prc"]["precision"] <= 1 and recs["prc"]["prc_k"] == 3
+    for r in recs.values():
+        assert r["extractor"].startswith("inception-v3-compat") and len(r["weights_sha256"]) == 64
+    assert recs["fid"]["n_real"] == 5 and recs["fid"]["reference"] == "test"

@@ -112,7 +112,8 @@ def cmd_classifier(args: argparse.Namespace) -> int:
     data = build_data(args.dataset, {}, args.seed, 128, options=options)
     info = fit_and_cache(args.dataset, data, epochs=args.epochs, seed=args.seed,
                          cache_dir=args.cache_dir or "", force=args.force, device=args.device)  # fmt: skip
-    print(f"{args.dataset} classifier: test accuracy {100 * info['test_acc']:.2f} %")
+    again = " (the cached one; --force refits)" if info.get("reused") else ""
+    print(f"{args.dataset} classifier: test accuracy {100 * info['test_acc']:.2f} %{again}")
     print(f"cached: {info['path']} (sha256 {info['sha256'][:16]}...)")
     return 0
 
@@ -258,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--cache-dir",
         help="where classifiers are cached (default: $GANKIT_CACHE or ~/.cache/gankit)",
     )
-    c.add_argument("--epochs", type=int, default=3, help="training epochs (default 3)")
+    c.add_argument("--epochs", type=int, default=4, help="training epochs (default 4)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--device", default="cpu")
     c.add_argument("--force", action="store_true", help="refit even if a cached classifier exists")
