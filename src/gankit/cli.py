@@ -111,7 +111,8 @@ def cmd_classifier(args: argparse.Namespace) -> int:
     options = {"root": args.data_root or "", "cache_dir": args.cache_dir or ""}
     data = build_data(args.dataset, {}, args.seed, 128, options=options)
     info = fit_and_cache(args.dataset, data, epochs=args.epochs, seed=args.seed,
-                         cache_dir=args.cache_dir or "", force=args.force, device=args.device)  # fmt: skip
+                         cache_dir=args.cache_dir or "", force=args.force, device=args.device,
+                         threads=args.threads)  # fmt: skip
     again = " (the cached one; --force refits)" if info.get("reused") else ""
     print(f"{args.dataset} classifier: test accuracy {100 * info['test_acc']:.2f} %{again}")
     print(f"cached: {info['path']} (sha256 {info['sha256'][:16]}...)")
@@ -262,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--epochs", type=int, default=4, help="training epochs (default 4)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--device", default="cpu")
+    c.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: torch's default; 1 is faster on cores shared with other jobs)")  # fmt: skip
     c.add_argument("--force", action="store_true", help="refit even if a cached classifier exists")
     c.set_defaults(func=cmd_classifier)
 
