@@ -18,6 +18,7 @@ from gankit.cli import main
 from gankit.report import duration, fmt, pick_grids, train_seconds, write_report
 from gankit.utils import GankitError, read_jsonl
 from tests.conftest import TINY
+from tests.test_train_images import image_overrides
 
 PAYLOAD = "<script>window.pwned=1</script>"  # a config string that must stay inert text
 
@@ -102,13 +103,9 @@ def image_run(tmp_path_factory):
         img = 255 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 12)
         (tmp / "blobs").mkdir(exist_ok=True)
         Image.fromarray(img.astype(np.uint8)).save(tmp / "blobs" / f"{i:02d}.png")
-    overrides = [
-        "data.name=folder", f"data.params.path={tmp / 'blobs'}", f"data.cache_dir={tmp / 'cache'}",
-        "data.img_size=16", "data.channels=1", "data.batch_size=4", "model.name=dcgan",
-        "model.z_dim=4", "model.g={ngf: 4}", "model.d={ndf: 4}", "train.epochs=0",
-        "train.steps=16", "train.log_every=4", "train.sample_every=1", "train.sample_n=4",
-        "train.dstats_n=4", "train.ckpt_every=16", "train.progress=false", "train.threads=1",
-    ]  # fmt: skip
+    overrides = [*image_overrides(tmp / "blobs", tmp / "cache"), "data.channels=1", "data.batch_size=4",
+                 "model.z_dim=4", "train.steps=16", "train.log_every=4", "train.sample_every=1",
+                 "train.sample_n=4", "train.dstats_n=4", "train.ckpt_every=16"]  # fmt: skip
     run = tmp / "run"
     assert main(["train", "dcgan_mnist", "--run-dir", str(run), *_sets(overrides)]) == 0
     assert main(["eval", str(run), "--metrics", "dstats"]) == 0
