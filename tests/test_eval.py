@@ -226,3 +226,27 @@ def test_inception_metrics_through_eval_with_a_stand_in_extractor(
     for r in recs.values():
         assert r["extractor"].startswith("inception-v3-compat") and len(r["weights_sha256"]) == 64
     assert recs["fid"]["n_real"] == 5 and recs["fid"]["reference"] == "test"
+
+
+def test_classifier_metrics_through_eval(image_runs, capsys):
+    from gankit.metrics.classifier import fit_and_cache
+
+    ctx = _ctx(image_runs["plain"])
+    assert main(["eval", str(image_runs["plain"]), "--metrics", "classifier"]) == 1
+    assert "run `gankit classifier fit folder` first" in capsys.readouterr().err
+    info = fit_and_cache(
+        "folder", ctx.data, epochs=3, batch_size=8, cache_dir=ctx.cfg.data.cache_dir, progress=False
+    )
+    for name in ("plain", "cond", "pairs"):
+        clf, fid = eval_run(image_runs[name], ["classifier", "fid_clf"], n=20)
+        assert clf["num_classes"] == 2 and 1 <= clf["classes_covered"] <= 2 and clf["n_fake"] == 20
+        assert 0 <= clf["class_kl"] <= math.log(2) + 1e-9 and 1 <= clf["is_clf"] <= 2 + 1e-9
+        assert ("class_acc" in clf) == (
+            name != "plain"
+        )  # conditional and per-class: the asked class
+        assert fid["fid_clf"] >= 0 and fid["reference"] == "test"
+        assert clf["weights_sha256"] == fid["weights_sha256"] == info["sha256"]
+    floor = eval_run(image_runs["plain"], ["classifier"], n=20, floor=True)[0]
+    assert (
+        floor["class_acc"] >= 0.9
+    )  # real training images with their labels: the classifier's accuracy

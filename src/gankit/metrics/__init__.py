@@ -225,7 +225,7 @@ def _classifier_for(ctx: EvalContext, dataset: str | None = None) -> tuple[nn.Mo
 
 def _clf_protocol(info: dict) -> dict:
     return {
-        "extractor": f"gankit classifier ({info.get('dataset', '?')})",
+        "extractor": f"gankit classifier ({info['dataset']}, test acc {info['test_acc']:.4f})",
         "weights_sha256": info["sha256"],
     }
 

@@ -317,7 +317,8 @@ def _sidecar(path: Path) -> Path:
 
 
 def get_classifier(dataset: str, cache_dir: str = "") -> tuple[Classifier, dict[str, Any]]:
-    """The cached classifier of `dataset` (eval mode, CPU) and its info, verified against the sidecar."""
+    """The cached classifier of `dataset` (eval mode, CPU) and its info plus the sidecar's (dataset,
+    path, sha256, test_acc, ...), the file verified against the sidecar's sha256."""
     path = classifier_path(dataset, cache_dir)
     side = _sidecar(path)
     if not (path.is_file() and side.is_file()):
@@ -331,7 +332,8 @@ def get_classifier(dataset: str, cache_dir: str = "") -> tuple[Classifier, dict[
         raise GankitError(
             f"classifier sidecar {side} is unreadable ({type(e).__name__}); re-run `gankit classifier fit {dataset}`"
         ) from None
-    return load_classifier(path, sha, dataset=dataset)
+    model, info = load_classifier(path, sha, dataset=dataset)
+    return model, {**info, **meta}  # the sidecar adds dataset, path, sha256
 
 
 def fit_and_cache(
@@ -340,6 +342,7 @@ def fit_and_cache(
     *,
     epochs: int = 4,
     seed: int = 0,
+    batch_size: int = 128,
     cache_dir: str = "",
     force: bool = False,
     device: str | torch.device = "cpu",
@@ -362,7 +365,13 @@ def fit_and_cache(
         get_classifier(dataset, cache_dir)  # a damaged cache is an error, not a silent reuse
         return {**json.loads(side.read_text()), "reused": True}
     model, info = fit_classifier(
-        data, epochs=epochs, seed=seed, device=device, threads=threads, progress=progress
+        data,
+        epochs=epochs,
+        seed=seed,
+        device=device,
+        threads=threads,
+        progress=progress,
+        batch_size=batch_size,
     )
     sha = save_classifier(model, info, path)
     keep = "test_acc train_time_s epochs seed batch_size n_train n_test shape".split()
