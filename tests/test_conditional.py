@@ -135,8 +135,8 @@ def test_sample_class_draws_from_the_per_class_pair(stripes, tmp_path, capsys): 
         == 0
     )
     capsys.readouterr()
-    assert (
-        main(["eval", str(tmp_path / "pc"), "--metrics", "sliced_w1"]) == 1
-    )  # no single G to evaluate
+    # eval draws each class's samples from its pair (see test_eval); dstats needs a single D
+    assert main(["eval", str(tmp_path / "pc"), "--metrics", "sliced_w1"]) == 0
+    assert main(["eval", str(tmp_path / "pc"), "--metrics", "dstats"]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--class K" in err
+    assert len(err.splitlines()) == 1 and "per-class" in err
