@@ -92,13 +92,21 @@ class EvalContext:
             if classes
             else None
         )
+        from tqdm.auto import tqdm
+
         bs = self.options.get("batch_size") or 500
-        if not self.cfg.train.per_class:
-            return generate(self.G.to(self.device), z, labels, bs), labels
+        bar = dict(desc=f"sampling {n}", leave=False, disable=not self.options.get("progress"))
+        if (
+            not self.cfg.train.per_class
+        ):  # in chunks of bs, as generate() itself would: same numbers
+            G = self.G.to(self.device)
+            out = [generate(G, z[i : i + bs], None if labels is None else labels[i : i + bs], bs)
+                   for i in tqdm(range(0, n, bs), **bar)]  # fmt: skip
+            return torch.cat(out), labels
         from gankit.perclass import load_pair
 
         x = None
-        for k in classes:  # each class's samples from its own pair
+        for k in tqdm(classes, **bar):  # each class's samples from its own pair
             G = load_pair(self.ckpt, k)[0].to(self.device)
             rows = (labels == k).nonzero().squeeze(1)
             out = generate(G, z[rows], None, bs)
