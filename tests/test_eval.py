@@ -158,7 +158,7 @@ def test_parzen_on_an_image_run_and_its_floor(image_runs):
     run = image_runs["plain"]
     r = eval_run(run, ["parzen"], n=30)[0]
     assert r["n_fake"] == 30 and r["sigma"] in r["sigmas"] and math.isfinite(r["ll_mean"])
-    assert r["reference"] == "test" and r["validation"] == "5 of train[30:35]"  # the last sixth
+    assert r["reference"] == "test" and r["validation"] == "train[30:35]"  # the last sixth
     floor = eval_run(run, ["parzen"], n=30, floor=True)[0]
     assert floor["floor"] is True and math.isfinite(floor["ll_mean"])
 
@@ -213,10 +213,10 @@ def test_inception_metrics_through_eval_with_a_stand_in_extractor(
     )
     assert main([*args, "--inception-unverified", "--json"]) == 0
     recs = {r["metric"]: r for r in json.loads(capsys.readouterr().out)["results"]}
-    assert calls == [
-        12,
-        5,
-    ]  # fake and real features extracted once for the four metrics (5 test images)
+    assert calls == [12, 5]  # fake, real features: once for the four metrics (5 test images)
+    calls.clear()
+    assert main([*args, "--inception-unverified", "--metrics", "is"]) == 0
+    assert calls == [12]  # IS needs no real images
     assert (
         recs["fid"]["fid"] >= 0
         and recs["kid"]["kid_subset_size"] == 5
@@ -250,3 +250,17 @@ def test_classifier_metrics_through_eval(image_runs, capsys):
     assert (
         floor["class_acc"] >= 0.9
     )  # real training images with their labels: the classifier's accuracy
+
+
+def test_records_are_kept_as_they_complete_and_bad_requests_fail_early(image_runs, capsys):
+    run = image_runs["plain"]
+    before = (run / "eval.jsonl").read_text().count("\n")
+    assert main(["eval", str(run), "--metrics", "parzen,dstats", "--n", "10", "--floor"]) == 1
+    assert "no --floor" in capsys.readouterr().err
+    lines = (run / "eval.jsonl").read_text().splitlines()
+    assert len(lines) == before + 1 and json.loads(lines[-1])["metric"] == "parzen"  # not lost
+    with pytest.raises(SystemExit):
+        main(["eval", str(run), "--n", "0"])
+    assert "must be >= 1" in capsys.readouterr().err
+    assert main(["eval", str(run), "--metrics", "stacked_mnist"]) == 1
+    assert "needs the stacked_mnist dataset" in capsys.readouterr().err

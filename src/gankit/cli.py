@@ -29,6 +29,17 @@ EXAMPLES_EVAL = """examples:
 """
 
 
+def positive(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from gankit.config import config_from_dict, load_config, to_yaml
     from gankit.run import check_new_run_dir, new_run_dir
@@ -151,8 +162,8 @@ def cmd_nn(args: argparse.Namespace) -> int:
         f"wrote {out}: each row is a sample, then its {args.k} nearest training images ({args.space} distance)"
     )
     print(
-        f"nearest-neighbour distance to the training set: samples {st['fake_nn']:.4g}, "
-        f"real test images {st['test_nn']:.4g} (ratio {st['ratio']:.3f}; well below 1 suggests memorisation)"
+        f"mean nearest-neighbour distance to the training set: {st['n_stats']} samples {st['fake_nn']:.4g}, "
+        f"{st['n_test']} real test images {st['test_nn']:.4g} (ratio {st['ratio']:.3f}; well below 1 suggests memorisation)"
     )
     return 0
 
@@ -237,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("path", metavar="RUN_DIR|CKPT")
     e.add_argument("--metrics", help="comma-separated metric names (gankit list metrics; "
                    "default: eval.metrics, else the dataset's)")  # fmt: skip
-    e.add_argument("--n", type=int, help="generated samples (default: each metric's protocol)")
+    e.add_argument("--n", type=positive, help="generated samples (default: each metric's protocol)")
     e.add_argument("--seed", type=int, help="evaluation noise seed (default: eval.seed)")
     e.add_argument("--floor", action="store_true",
                    help="real-vs-real floor: the same metrics with real training images in place of "
@@ -308,8 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
         "nn", help="memorisation check: samples beside their nearest training images"
     )
     nn_.add_argument("ckpt", metavar="CKPT|RUN_DIR")
-    nn_.add_argument("--n", type=int, default=8, help="samples (rows, default 8)")
-    nn_.add_argument("--k", type=int, default=5, help="neighbours per sample (default 5)")
+    nn_.add_argument("--n", type=positive, default=8, help="samples (rows, default 8)")
+    nn_.add_argument("--k", type=positive, default=5, help="neighbours per sample (default 5)")
     nn_.add_argument("--space", default="pixel", choices=["pixel", "classifier"],
                      help="pixel distance, or the domain classifier's features (gankit classifier fit)")  # fmt: skip
     nn_.add_argument("--seed", type=int, default=0, help="evaluation noise seed (default 0)")

@@ -112,7 +112,7 @@ class TrainConfig:
 @dataclass
 class EvalConfig:
     metrics: list[str] = field(default_factory=list)  # empty: the dataset's default metrics
-    n_samples: int = 2500  # generated samples per evaluation
+    n_samples: int = 2500  # generated samples of the toy metrics (the others follow their protocol)
     seed: int = 0  # seed of the evaluation noise (same checkpoint + seed = same number)
 
 
@@ -121,7 +121,9 @@ class TrackConfig:
     """Optional mirrors of metrics.jsonl (always written): TensorBoard and Weights & Biases."""
 
     tensorboard: bool = False  # RUN_DIR/tensorboard: scalars, sample grids, D-statistics
-    wandb: Literal["online", "offline", "disabled"] = "disabled"  # offline: RUN_DIR/wandb, no network
+    wandb: Literal["online", "offline", "disabled"] = (
+        "disabled"  # offline: RUN_DIR/wandb, no network
+    )
     project: str = "gankit"  # W&B project
 
 

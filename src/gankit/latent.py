@@ -33,7 +33,9 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
     na, nb = a.norm(), b.norm()
     cos = torch.dot(a / na, b / nb).clamp(-1, 1)
     omega = torch.arccos(cos)
-    if omega < 1e-4:  # (anti)parallel within float precision: the arc is the line
+    if (
+        omega < 1e-4
+    ):  # parallel within float precision: the arc is the line (antiparallel: no unique arc)
         return lerp(a, b, t)
     sin = torch.sin(omega)
     wa, wb = torch.sin((1 - t) * omega) / sin, torch.sin(t * omega) / sin  # (T,), (T,)
@@ -93,7 +95,12 @@ def interpolate(
         ]
         return torch.stack(cols, 1).flatten(0, 1), len(classes)  # row = seed, column = class
     if klass is not None and (not klass.lstrip("-").isdigit() or int(klass) not in classes):
-        raise GankitError(f"--class {klass}: choose a class in {classes[0]}-{classes[-1]} or sweep")
+        valid = (
+            f"{classes[0]}-{classes[-1]}"
+            if classes == list(range(classes[0], classes[-1] + 1))
+            else classes
+        )
+        raise GankitError(f"--class {klass}: choose a class in {valid} or sweep")
     z = walk(zs, steps, mode).flatten(0, 1)  # ((K-1) * steps, d)
     k = None if klass is None else int(klass)
     labels = None if k is None or per_class else torch.full((len(z),), k)

@@ -48,12 +48,13 @@ def _embed(x: Tensor, space: str, classifier: torch.nn.Module | None) -> Tensor:
 
 
 def nn_check(
-    ckpt: dict, n: int = 8, k: int = 5, space: str = "pixel", seed: int = 0
+    ckpt: dict, n: int = 8, k: int = 5, space: str = "pixel", seed: int = 0, stats_n: int = 1000
 ) -> tuple[Tensor, dict]:
     """((n * (k + 1), C, H, W) grid images: each row a sample then its k nearest training images, stats).
 
-    stats: mean nearest-neighbour distance to the training set of the n samples ("fake_nn") and of n
-    real test images ("test_nn", the yardstick), their ratio, and the distances per row.
+    stats: mean nearest-neighbour distance to the training set of max(n, stats_n) samples ("fake_nn")
+    and of as many real test images ("test_nn", the yardstick; fewer if the test split is smaller),
+    their ratio, and the k distances of each grid row.
     """
     from gankit.config import config_from_dict
     from gankit.data import data_from_config
@@ -76,8 +77,11 @@ def nn_check(
         from gankit.checkpoint import load_models
 
         G, D = load_models(ckpt)
-    fake = EvalContext(ckpt, cfg, data, G, D, seed=seed, options={"device": "cpu"}).fake(n)[0]
-    test = data.held_out(n, seed)
+    # the grid shows the first n of stats_n samples; the distances average over all of them
+    fake = EvalContext(ckpt, cfg, data, G, D, seed=seed, options={"device": "cpu"}).fake(
+        max(n, stats_n)
+    )[0]
+    test = data.held_out(max(n, stats_n), seed)
     train = data.images.train
 
     def chunks() -> Iterator[Tensor]:  # the training set embedded chunk by chunk (a uint8 memmap)
@@ -87,11 +91,11 @@ def nn_check(
 
     dist, idx = nearest(_embed(fake, space, classifier), chunks(), k)
     test_dist, _ = nearest(_embed(test, space, classifier), chunks(), 1)
-    rows = [
-        torch.cat([f[None], to_float(gather(train, i))]) for f, i in zip(fake, idx, strict=True)
-    ]
+    rows = [torch.cat([f[None], to_float(gather(train, i))])
+            for f, i in zip(fake[:n], idx[:n], strict=True)]  # fmt: skip
     stats = {"fake_nn": dist[:, 0].mean().item(), "test_nn": test_dist[:, 0].mean().item(),
-             "space": space, "n": n, "k": k, "distances": dist.tolist()}  # fmt: skip
+             "space": space, "n": n, "k": k, "n_stats": len(fake), "n_test": len(test),
+             "distances": dist[:n].tolist()}  # fmt: skip
     stats["ratio"] = stats["fake_nn"] / max(stats["test_nn"], 1e-12)
     return torch.cat(rows), stats
 

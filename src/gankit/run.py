@@ -84,17 +84,23 @@ def eval_run(
     cfg = config_from_dict(ckpt["config"])
     data = data_from_config(cfg)
     G, D = (None, None) if cfg.train.per_class else load_models(ckpt)
-    names = metrics or cfg.eval.metrics or default_metrics(data)
+    names = metrics or cfg.eval.metrics or default_metrics(data, cfg.train.per_class)
     seed = cfg.eval.seed if seed is None else seed
     opts = {**(options or {}), "n": n}
     ctx = EvalContext(ckpt, cfg, data, G, D, seed=seed, floor=floor, options=opts)
-    records = evaluate(ctx, names)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-    for r in records:
+    from gankit.config import lookup
+    from gankit.metrics import METRICS
+
+    for name in names:  # every name checked before hours of computing
+        lookup(METRICS, name, "metric")
+    records = []
+    for name in names:  # each record kept as soon as it is computed: a later failure loses nothing
+        r = evaluate(ctx, [name])[0]
         r.update(step=ckpt["step"], dataset=cfg.data.name, checkpoint=str(ckpt_path),
-                 gankit_version=__version__, time=stamp)  # fmt: skip
+                 gankit_version=__version__, time=time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
         if run_dir is not None:
             append_jsonl(r, run_dir / "eval.jsonl")
+        records.append(r)
     return records
 
 

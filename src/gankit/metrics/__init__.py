@@ -52,7 +52,10 @@ class EvalContext:
     cache: dict = field(default_factory=dict)
 
     def n(self, default: int) -> int:
-        return self.options.get("n") or default
+        n = self.options.get("n")
+        if n is not None and n < 1:
+            raise GankitError(f"--n must be >= 1, got {n}")
+        return n or default
 
     @property
     def device(self) -> torch.device:
@@ -196,17 +199,20 @@ def _parzen(ctx: EvalContext) -> dict:
     images = len(ctx.data.shape) == 3
     n = ctx.n(10_000)
     n_val, n_test = 1000, 10_000
-    if images:  # validation: 1,000 of the last 10,000 training images (MNIST: train[50000:60000])
+    if (
+        images
+    ):  # validation: the first 1,000 of the last 10,000 training images (MNIST: train[50000:51000])
         train = ctx.data.images.train
         g = make_generator(ctx.seed, "parzen")
         tail = len(train) - min(10_000, len(train) // 6)  # small sets: the last sixth, as for MNIST
-        val = to_float(gather(train, tail + torch.randperm(len(train) - tail, generator=g)[:n_val]))
+        # the first 1,000 of the block, as the paper's code (parzen_ll.py, get_valid) takes them
+        val = to_float(gather(train, torch.arange(tail, min(tail + n_val, len(train)))))
         if ctx.floor:  # kernel centres from the training images before the validation block
             samples = to_float(gather(train, torch.randperm(tail, generator=g)[:n]))
         else:
             samples = ctx.fake(n)[0]
         test = ctx.real(n_test)[0]
-        protocol = {"validation": f"{len(val)} of train[{tail}:{len(train)}]", "reference": "test"}
+        protocol = {"validation": f"train[{tail}:{tail + len(val)}]", "reference": "test"}
     else:
         samples = ctx.fake(n)[0]
         val, test = ctx.data.held_out(n_val, ctx.seed + 1), ctx.real(n_test)[0]
@@ -218,13 +224,17 @@ def _parzen(ctx: EvalContext) -> dict:
 
 # ---- domain classifier (MNIST-like data) -----------------------------------------------------------
 
-CLASSIFIER_DATA = {"stacked_mnist": "mnist"}  # datasets labelled by another dataset's classifier
+NO_CLASSIFIER = {
+    "stacked_mnist": "its channels are labelled by the MNIST classifier: use the metric stacked_mnist"
+}
 
 
 def _classifier_for(ctx: EvalContext, dataset: str | None = None) -> tuple[nn.Module, dict]:
     from gankit.metrics.classifier import get_classifier
 
     name = dataset or ctx.cfg.data.name
+    if name in NO_CLASSIFIER:
+        raise GankitError(f"no domain classifier for {name}: {NO_CLASSIFIER[name]}")
     key = ("classifier", name)
     if key not in ctx.cache:
         ctx.cache[key] = get_classifier(name, ctx.cfg.data.cache_dir)
@@ -259,7 +269,7 @@ def _classifier(ctx: EvalContext) -> dict:
     probs, _, labels = _predict(ctx, "fake", n)
     _, info = _classifier_for(ctx)
     hist = clf.class_histogram_stats(probs, probs.shape[1])
-    is_mean, is_std = clf.classifier_inception_score(probs)
+    is_mean, is_std = clf.classifier_inception_score(probs, splits=min(10, len(probs)))
     out = {"classes_covered": hist["classes_covered"], "class_kl": hist["class_kl"],
            "is_clf": is_mean, "is_clf_std": is_std}  # fmt: skip
     if labels is not None and (ctx.cfg.model.num_classes or ctx.cfg.train.per_class or ctx.floor):
@@ -284,9 +294,9 @@ def _stacked_mnist(ctx: EvalContext) -> dict:
 
     from gankit.metrics.classifier import predict
 
-    if ctx.data.shape[0] != 3:
+    if ctx.cfg.data.name != "stacked_mnist":
         raise GankitError(
-            f"metric 'stacked_mnist' needs 3-channel images, not {ctx.cfg.data.name!r}"
+            f"metric 'stacked_mnist' needs the stacked_mnist dataset, not {ctx.cfg.data.name!r}"
         )
     n = ctx.n(26_000)
     x = ctx.fake(n)[0]
@@ -304,26 +314,31 @@ def _stacked_mnist(ctx: EvalContext) -> dict:
 # ---- Inception-v3 (torch-fidelity) -------------------------------------------------------------------
 
 
-def _inception(ctx: EvalContext) -> tuple[dict, dict, dict]:
-    """(fake features, real features, protocol) of Inception-v3, extracted once per evaluation."""
+def _inception(ctx: EvalContext, real: bool = True) -> tuple[dict, dict | None, dict]:
+    """(fake features, real features or None, protocol) of Inception-v3; each set extracted once per
+    evaluation, the real one only when a metric needs it (IS does not)."""
     from gankit.data.images import to_uint8
     from gankit.metrics import fidelity
 
-    if "inception" not in ctx.cache:
-        path, sha = fidelity.resolve_inception_weights(
+    if "inception_weights" not in ctx.cache:
+        ctx.cache["inception_weights"] = fidelity.resolve_inception_weights(
             ctx.options.get("inception_weights"), verify=not ctx.options.get("inception_unverified")
         )
-        n = ctx.n(10_000)
-        kw = dict(device=ctx.device, progress=ctx.options.get("progress", False))
-        feats = [fidelity.inception_features(to_uint8(x), path, **kw)
-                 for x in (ctx.fake(n)[0], ctx.real(n)[0])]  # fmt: skip
-        import torch_fidelity
+    path, sha = ctx.cache["inception_weights"]
+    n = ctx.n(10_000)
+    kw = dict(device=ctx.device, progress=ctx.options.get("progress", False))
+    for which in ("fake", "real") if real else ("fake",):
+        if ("inception", which) not in ctx.cache:
+            x = ctx.fake(n)[0] if which == "fake" else ctx.real(n)[0]
+            ctx.cache[("inception", which)] = fidelity.inception_features(to_uint8(x), path, **kw)
+    import torch_fidelity
 
-        protocol = {"n_fake": len(feats[0]["2048"]), "n_real": len(feats[1]["2048"]),
-                    "reference": "test", "extractor": f"inception-v3-compat (torch-fidelity "
-                    f"{torch_fidelity.__version__})", "weights_sha256": sha}  # fmt: skip
-        ctx.cache["inception"] = (*feats, protocol)
-    return ctx.cache["inception"]
+    fake, feats_real = ctx.cache[("inception", "fake")], ctx.cache.get(("inception", "real"))
+    protocol = {"n_fake": len(fake["2048"]), "extractor": "inception-v3-compat (torch-fidelity "
+                f"{torch_fidelity.__version__})", "weights_sha256": sha}  # fmt: skip
+    if real:
+        protocol |= {"n_real": len(feats_real["2048"]), "reference": "test"}
+    return fake, feats_real, protocol
 
 
 def _fid(ctx: EvalContext) -> dict:
@@ -350,10 +365,10 @@ def _is(ctx: EvalContext) -> dict:
     from gankit.metrics.fidelity import inception_score
 
     _images(ctx, "is")
-    fake, _, protocol = _inception(ctx)
-    mean, std = inception_score(fake["logits_unbiased"], seed=ctx.seed)
-    return {"is_mean": mean, "is_std": std, **{k: v for k, v in protocol.items() if k != "n_real"},
-            "reference": "none"}  # fmt: skip
+    fake, _, protocol = _inception(ctx, real=False)
+    splits = min(10, len(fake["logits_unbiased"]))
+    mean, std = inception_score(fake["logits_unbiased"], splits=splits, seed=ctx.seed)
+    return {"is_mean": mean, "is_std": std, "is_splits": splits, **protocol, "reference": "none"}
 
 
 def _prc(ctx: EvalContext) -> dict:
@@ -361,7 +376,10 @@ def _prc(ctx: EvalContext) -> dict:
 
     _images(ctx, "prc")
     fake, real, protocol = _inception(ctx)
-    return {**precision_recall(fake["2048"], real["2048"], k=3), "prc_k": 3, **protocol}
+    # on Inception pool features (torch-fidelity's own prc default is VGG-16): not comparable to
+    # Kynkaanniemi et al.'s numbers, which use VGG-16
+    return {**precision_recall(fake["2048"], real["2048"], k=3), "prc_k": 3,
+            "prc_features": "inception-v3 pool", **protocol}  # fmt: skip
 
 
 METRICS = {
@@ -380,10 +398,11 @@ METRICS = {
 }
 
 
-def default_metrics(data: Any) -> list[str]:
-    """The metrics `gankit eval` computes when none are asked for: the toy density's, else D's statistics."""
+def default_metrics(data: Any, per_class: bool = False) -> list[str]:
+    """The metrics `gankit eval` computes when none are asked for: the toy density's, else D's
+    statistics (per-class checkpoints, which hold one D per class: the Parzen log-likelihood)."""
     toy_metrics = list(getattr(getattr(data, "density", None), "metrics", ()))
-    return toy_metrics or ["dstats"]
+    return toy_metrics or (["parzen"] if per_class else ["dstats"])
 
 
 def evaluate(ctx: EvalContext, names: list[str]) -> list[dict[str, Any]]:

@@ -112,9 +112,10 @@ def mode_histogram_stats(modes: Tensor, num_modes: int) -> dict:
     Returns:
         {"modes": labels seen at least once, in [0, K], "num_modes": K, "kl": in [0, log K] nats}.
     """
-    counts = np.bincount(modes.cpu().numpy().astype(np.int64), minlength=num_modes)
-    if len(counts) > num_modes or (len(modes) and int(modes.min()) < 0):
+    m = modes.cpu().numpy().astype(np.int64)
+    if len(m) and (m.min() < 0 or m.max() >= num_modes):
         raise ValueError(f"mode labels must lie in [0, {num_modes})")
+    counts = np.bincount(m, minlength=num_modes)
     hist = _histogram_stats(counts)
     return {"modes": hist["modes"], "num_modes": int(num_modes), "kl": hist["kl"]}
 
