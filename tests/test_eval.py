@@ -264,3 +264,13 @@ def test_records_are_kept_as_they_complete_and_bad_requests_fail_early(image_run
     assert "must be >= 1" in capsys.readouterr().err
     assert main(["eval", str(run), "--metrics", "stacked_mnist"]) == 1
     assert "needs the stacked_mnist dataset" in capsys.readouterr().err
+
+
+def test_a_per_class_run_on_some_classes_is_compared_with_those_classes(stripes, tmp_path):  # noqa: F811
+    over = [*image_overrides(stripes, tmp_path / "cache"), "train.steps=2", "train.per_class=true",
+            "train.classes=[1]", "data.batch_size=4"]  # fmt: skip
+    _train(["train", "dcgan_mnist", "--run-dir", str(tmp_path / "one"), *over])
+    ctx = _ctx(tmp_path / "one", floor=True)
+    test_labels = ctx.data.images.test_labels
+    for (x, y), n in ((ctx.real(50), int((test_labels == 1).sum())), (ctx.fake(50), 20)):
+        assert len(x) == len(y) == n and set(y.tolist()) <= {1}  # class 1 only, all of it

@@ -79,10 +79,33 @@ class EvalContext:
         """
         key = ("fake", n)
         if key not in self.cache:
-            self.cache[key] = (
-                self.data.train_fixed(n, self.seed) if self.floor else self._generate(n)
-            )
+            if not self.floor:
+                self.cache[key] = self._generate(n)
+            elif self._subset():
+                self.cache[key] = self._of_classes("train", n)
+            else:
+                self.cache[key] = self.data.train_fixed(n, self.seed)
         return self.cache[key]
+
+    def _subset(self) -> bool:
+        """Per-class checkpoints trained on some classes only (train.classes) are compared with those."""
+        return bool(self.cfg.train.per_class and self.cfg.train.classes)
+
+    def _of_classes(self, split: str, n: int) -> tuple[Tensor, Tensor]:
+        """min(n, available) images of `split` whose label is one of the model's classes, chosen by seed."""
+        import numpy as np
+
+        from gankit.data.images import gather, to_float
+
+        imgs = self.data.images
+        x, y = (
+            (imgs.train, imgs.train_labels) if split == "train" else (imgs.test, imgs.test_labels)
+        )
+        idx = torch.from_numpy(np.flatnonzero(np.isin(np.asarray(y), self.classes)))
+        idx = idx[
+            torch.randperm(len(idx), generator=make_generator(self.seed, "classes", split))[:n]
+        ]
+        return to_float(gather(x, idx)), torch.from_numpy(np.asarray(y, dtype=np.int64))[idx]
 
     def _generate(self, n: int) -> tuple[Tensor, Tensor | None]:
         from gankit.sample import generate, sample_z
@@ -121,7 +144,11 @@ class EvalContext:
         """min(n, M) real test images (or fresh toy points) and their labels: the reference split."""
         key = ("real", n)
         if key not in self.cache:
-            self.cache[key] = self.data.held_out_labeled(n, self.seed)
+            self.cache[key] = (
+                self._of_classes("test", n)
+                if self._subset()
+                else self.data.held_out_labeled(n, self.seed)
+            )
         return self.cache[key]
 
 
