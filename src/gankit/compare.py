@@ -82,11 +82,10 @@ def compare_figure(runs: dict[str, tuple[list[dict], dict[str, dict]]], smooth: 
         labels = [lab for lab, (_, ev) in runs.items() if metric in ev]
         vals = [float(runs[lab][1][metric].get(key, np.nan)) for lab in labels]
         ax.bar(range(len(labels)), vals, color=[f"C{list(runs).index(lab)}" for lab in labels])
-        ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
-        n = runs[labels[0]][1][metric].get("n_fake", "?")
-        ax.set_title(
-            f"{metric}: {key} ({'higher' if higher else 'lower'} is better, n={n})", fontsize=9
-        )
+        ns = [runs[lab][1][metric].get("n_fake", "?") for lab in labels]  # each run's own n
+        ticks = [f"{lab}\nn={n}" for lab, n in zip(labels, ns, strict=True)]
+        ax.set_xticks(range(len(labels)), ticks, rotation=20, ha="right", fontsize=8)
+        ax.set_title(f"{metric}: {key} ({'higher' if higher else 'lower'} is better)", fontsize=9)
         for i, v in enumerate(vals):
             ax.annotate(f"{v:.4g}", (i, v), ha="center", va="bottom", fontsize=8)
     for j in range(len(metrics), ncols if metrics else 0):
