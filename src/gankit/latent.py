@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from gankit.checkpoint import load_checkpoint, load_models
-from gankit.config import config_from_dict
+from gankit.checkpoint import load_checkpoint
+from gankit.run import class_generators, class_range
 from gankit.sample import generate, sample_z
 from gankit.utils import GankitError
 
@@ -67,19 +67,10 @@ def interpolate(
     Without `klass="sweep"`: (len(seeds) - 1) rows of `steps` images, row i walking seed i -> seed i+1.
     With "sweep": one row per seed, one column per class, the noise fixed along the row.
     """
-    cfg = config_from_dict(ckpt["config"])
     if len(ckpt.get("data_shape", [0, 0, 0])) != 3:
         raise GankitError("interpolate needs an image model; for toys use `gankit sample`")
+    cfg, classes, gen = class_generators(ckpt)
     per_class = cfg.train.per_class
-    if per_class:
-        from gankit.perclass import load_pair, pair_classes
-
-        classes = pair_classes(ckpt)
-        gen = lambda k: load_pair(ckpt, k)[0]  # noqa: E731
-    else:
-        G = load_models(ckpt)[0]
-        classes = list(range(cfg.model.num_classes))
-        gen = lambda k: G  # noqa: E731
     if classes and klass is None:
         raise GankitError(
             "this model is conditional: pass --class K (a fixed class) or --class sweep"
@@ -95,12 +86,7 @@ def interpolate(
         ]
         return torch.stack(cols, 1).flatten(0, 1), len(classes)  # row = seed, column = class
     if klass is not None and (not klass.lstrip("-").isdigit() or int(klass) not in classes):
-        valid = (
-            f"{classes[0]}-{classes[-1]}"
-            if classes == list(range(classes[0], classes[-1] + 1))
-            else classes
-        )
-        raise GankitError(f"--class {klass}: choose a class in {valid} or sweep")
+        raise GankitError(f"--class {klass}: choose a class in {class_range(classes)} or sweep")
     z = walk(zs, steps, mode).flatten(0, 1)  # ((K-1) * steps, d)
     k = None if klass is None else int(klass)
     labels = None if k is None or per_class else torch.full((len(z),), k)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,27 @@ def plot_run(run_dir: str | Path, n: int = 2500) -> list[Path]:
     return written
 
 
+def class_generators(
+    ckpt: dict,
+) -> tuple[Config, list[int], Callable[[int | None], torch.nn.Module]]:
+    """(config, classes, gen) of a loaded checkpoint: its classes (per-class pairs or a conditional
+    model's classes; [] if unconditional) and gen(k), the generator that draws class k (pair k's,
+    or the one shared G, which also serves k = None)."""
+    cfg = config_from_dict(ckpt["config"])
+    if cfg.train.per_class:
+        from gankit.perclass import load_pair, pair_classes
+
+        return cfg, pair_classes(ckpt), lambda k: load_pair(ckpt, k)[0]
+    G = load_models(ckpt)[0]
+    return cfg, list(range(cfg.model.num_classes)), lambda k: G
+
+
+def class_range(classes: list[int]) -> str | list[int]:
+    """How an error names the valid classes: "0-9" when contiguous, else the list."""
+    contiguous = classes == list(range(classes[0], classes[-1] + 1))
+    return f"{classes[0]}-{classes[-1]}" if contiguous else classes
+
+
 def _class_ids(spec: str | None, classes: list[int]) -> list[int] | None:
     """--class K | all -> the class ids to draw, or None; a one-line error for an unknown class."""
     if spec is None:
@@ -161,12 +183,9 @@ def _class_ids(spec: str | None, classes: list[int]) -> list[int] | None:
     if spec == "all":
         return list(classes)
     if not spec.lstrip("-").isdigit() or int(spec) not in classes:
-        valid = (
-            f"{classes[0]}-{classes[-1]}"
-            if classes == list(range(classes[0], classes[-1] + 1))
-            else classes
+        raise GankitError(
+            f"--class {spec}: not a class of this model; choose from {class_range(classes)} or all"
         )
-        raise GankitError(f"--class {spec}: not a class of this model; choose from {valid} or all")
     return [int(spec)]
 
 
@@ -181,15 +200,8 @@ def draw(
     """
     from gankit.sample import generate, sample_seeds, sample_z
 
-    cfg = config_from_dict(ckpt["config"])
+    cfg, classes, gen = class_generators(ckpt)
     per_class = cfg.train.per_class
-    if per_class:
-        from gankit.perclass import load_pair, pair_classes
-
-        classes = pair_classes(ckpt)
-    else:
-        G = load_models(ckpt)[0]
-        classes = list(range(cfg.model.num_classes))
     if klass is not None and not classes:
         raise GankitError("--class: this model is unconditional (model.num_classes = 0)")
     ids = _class_ids(klass, classes)
@@ -211,13 +223,11 @@ def draw(
             labels = torch.randint(
                 len(classes), (cols,), generator=torch.Generator().manual_seed(seed)
             )
-        return run(G, labels), 0, None
+        return run(gen(None), labels), 0, None
     rows = []
     for k in ids:
-        if per_class:
-            rows.append(run(load_pair(ckpt, k)[0], None))
-        else:
-            rows.append(run(G, torch.full((cols,), k, dtype=torch.long)))
+        labels = None if per_class else torch.full((cols,), k, dtype=torch.long)
+        rows.append(run(gen(k), labels))
     return torch.cat(rows), cols, ids
 
 
