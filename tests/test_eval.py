@@ -12,8 +12,6 @@ import torch
 
 from gankit.checkpoint import load_checkpoint
 from gankit.cli import main
-from gankit.config import config_from_dict
-from gankit.data import data_from_config
 from gankit.metrics import METRICS, EvalContext
 from gankit.metrics.toy import mode_histogram_stats
 from gankit.run import eval_run
@@ -112,12 +110,7 @@ def test_dstats_default_for_image_runs_and_no_floor(image_runs, capsys):
 
 
 def _ctx(run, **kw) -> EvalContext:
-    from gankit.checkpoint import load_models
-
-    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
-    cfg = config_from_dict(ckpt["config"])
-    G, D = (None, None) if cfg.train.per_class else load_models(ckpt)
-    return EvalContext(ckpt, cfg, data_from_config(cfg), G, D, **kw)
+    return EvalContext.from_checkpoint(load_checkpoint(run / "checkpoints" / "last.pt"), **kw)
 
 
 def test_conditional_samples_request_uniform_classes_deterministically(image_runs):

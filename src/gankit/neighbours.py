@@ -56,15 +56,13 @@ def nn_check(
     and of as many real test images ("test_nn", the yardstick; fewer if the test split is smaller),
     their ratio, and the k distances of each grid row.
     """
-    from gankit.config import config_from_dict
-    from gankit.data import data_from_config
     from gankit.data.images import gather, to_float
     from gankit.metrics import EvalContext
 
     if space not in SPACES:
         raise GankitError(f"unknown space {space!r}; choose from: {', '.join(SPACES)}")
-    cfg = config_from_dict(ckpt["config"])
-    data = data_from_config(cfg)
+    ctx = EvalContext.from_checkpoint(ckpt, seed=seed, options={"device": "cpu"})
+    cfg, data = ctx.cfg, ctx.data
     if len(data.shape) != 3:
         raise GankitError("the nearest-neighbour check needs an image model")
     classifier = None
@@ -72,15 +70,8 @@ def nn_check(
         from gankit.metrics.classifier import get_classifier
 
         classifier = get_classifier(cfg.data.name, cfg.data.cache_dir)[0]
-    G, D = (None, None)
-    if not cfg.train.per_class:
-        from gankit.checkpoint import load_models
-
-        G, D = load_models(ckpt)
     # the grid shows the first n of stats_n samples; the distances average over all of them
-    fake = EvalContext(ckpt, cfg, data, G, D, seed=seed, options={"device": "cpu"}).fake(
-        max(n, stats_n)
-    )[0]
+    fake = ctx.fake(max(n, stats_n))[0]
     test = data.held_out(max(n, stats_n), seed)
     train = data.images.train
 

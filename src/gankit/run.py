@@ -82,13 +82,10 @@ def eval_run(
 
     run_dir, ckpt_path = resolve(path)
     ckpt = load_checkpoint(ckpt_path)
-    cfg = config_from_dict(ckpt["config"])
-    data = data_from_config(cfg)
-    G, D = (None, None) if cfg.train.per_class else load_models(ckpt)
-    names = metrics or cfg.eval.metrics or default_metrics(data, cfg.train.per_class)
-    seed = cfg.eval.seed if seed is None else seed
-    opts = {**(options or {}), "n": n}
-    ctx = EvalContext(ckpt, cfg, data, G, D, seed=seed, floor=floor, options=opts)
+    ctx = EvalContext.from_checkpoint(ckpt, floor=floor, options={**(options or {}), "n": n})
+    cfg = ctx.cfg
+    ctx.seed = cfg.eval.seed if seed is None else seed
+    names = metrics or cfg.eval.metrics or default_metrics(ctx.data, cfg.train.per_class)
     from gankit.config import lookup
     from gankit.metrics import METRICS
 
@@ -96,7 +93,7 @@ def eval_run(
         lookup(METRICS, name, "metric")
     records = []
     for name in names:  # each record kept as soon as it is computed: a later failure loses nothing
-        r = evaluate(ctx, [name])[0]
+        r = evaluate(ctx, name)
         r.update(step=ckpt["step"], dataset=cfg.data.name, checkpoint=str(ckpt_path),
                  gankit_version=__version__, time=time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
         if run_dir is not None:

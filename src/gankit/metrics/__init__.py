@@ -51,6 +51,18 @@ class EvalContext:
     options: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)
 
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, **kwargs: Any) -> EvalContext:
+        """The context of a loaded checkpoint: its config, training data source and models (G and D
+        are None for per-class checkpoints, which hold one pair per class). kwargs: seed, floor, options."""
+        from gankit.checkpoint import load_models
+        from gankit.config import config_from_dict
+        from gankit.data import data_from_config
+
+        cfg = config_from_dict(ckpt["config"])
+        G, D = (None, None) if cfg.train.per_class else load_models(ckpt)
+        return cls(ckpt, cfg, data_from_config(cfg), G, D, **kwargs)
+
     def n(self, default: int) -> int:
         n = self.options.get("n")
         if n is not None and n < 1:
@@ -432,18 +444,13 @@ def default_metrics(data: Any, per_class: bool = False) -> list[str]:
     return toy_metrics or (["parzen"] if per_class else ["dstats"])
 
 
-def evaluate(ctx: EvalContext, names: list[str]) -> list[dict[str, Any]]:
-    """One record per metric: its values and protocol, plus the seed and whether it is a --floor figure."""
+def evaluate(ctx: EvalContext, name: str) -> dict[str, Any]:
+    """The record of one metric: its values and protocol, plus the seed and whether it is a --floor figure."""
     from gankit.config import lookup
 
-    fns = [lookup(METRICS, name, "metric") for name in names]
-    records = []
-    for name, fn in zip(names, fns, strict=True):
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            values = fn(ctx)
-        seconds = round(time.perf_counter() - t0, 2)
-        records.append(
-            {"metric": name, **values, "seed": ctx.seed, "floor": ctx.floor, "seconds": seconds}
-        )
-    return records
+    fn = lookup(METRICS, name, "metric")
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        values = fn(ctx)
+    seconds = round(time.perf_counter() - t0, 2)
+    return {"metric": name, **values, "seed": ctx.seed, "floor": ctx.floor, "seconds": seconds}
