@@ -185,6 +185,7 @@ def test_inception_metrics_through_eval_with_a_stand_in_extractor(
             "logits_unbiased": torch.nn.functional.pad(f, (0, 992)).double(),
         }
 
+    monkeypatch.setattr(fidelity, "load_inception", lambda path, device: "stand-in")
     monkeypatch.setattr(fidelity, "inception_features", features)
     weights = tmp_path / "not-official.pth"
     torch.save({"w": torch.zeros(1)}, weights)

@@ -359,17 +359,19 @@ def _inception(ctx: EvalContext, real: bool = True) -> tuple[dict, dict | None, 
     from gankit.data.images import to_uint8
     from gankit.metrics import fidelity
 
-    if "inception_weights" not in ctx.cache:
-        ctx.cache["inception_weights"] = fidelity.resolve_inception_weights(
+    if "inception" not in ctx.cache:  # the weights read, checked and loaded once per evaluation
+        path, sha = fidelity.resolve_inception_weights(
             ctx.options.get("inception_weights"), verify=not ctx.options.get("inception_unverified")
         )
-    path, sha = ctx.cache["inception_weights"]
+        ctx.cache["inception"] = (fidelity.load_inception(path, ctx.device), sha)
+    extractor, sha = ctx.cache["inception"]
     n = ctx.n(10_000)
-    kw = dict(device=ctx.device, progress=ctx.options.get("progress", False))
     for which in ("fake", "real") if real else ("fake",):
         if ("inception", which) not in ctx.cache:
             x = ctx.fake(n)[0] if which == "fake" else ctx.real(n)[0]
-            ctx.cache[("inception", which)] = fidelity.inception_features(to_uint8(x), path, **kw)
+            ctx.cache[("inception", which)] = fidelity.inception_features(
+                to_uint8(x), extractor, progress=ctx.options.get("progress", False)
+            )
     import torch_fidelity
 
     fake, feats_real = ctx.cache[("inception", "fake")], ctx.cache.get(("inception", "real"))

@@ -134,6 +134,11 @@ def _load_extractor(weights: Path | str, device: torch.device) -> nn.Module:
     return extractor.to(device)
 
 
+def load_inception(weights: Path | str, device: str | torch.device = "cpu") -> nn.Module:
+    """The extractor of `weights`, loaded once to serve several `inception_features` calls."""
+    return _load_extractor(weights, get_device(str(device)))
+
+
 def _check_images(x: Tensor | np.ndarray) -> None:
     if x.ndim != 4 or x.shape[1] not in (1, 3) or x.dtype not in (torch.uint8, np.uint8):
         raise ValueError(
@@ -166,7 +171,7 @@ def _extract(
 
 def inception_features(
     x: Tensor | np.ndarray,
-    weights: Path | str,
+    weights: Path | str | nn.Module,
     *,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
@@ -177,7 +182,8 @@ def inception_features(
     Args:
         x: (N, C, H, W) uint8 in [0, 255], C = 1 (repeated to RGB) or 3; any H, W (bilinearly
             resized to 299 the TF-1.x way inside the extractor). A numpy memmap is read per batch.
-        weights: state dict file, e.g. from `resolve_inception_weights`.
+        weights: state dict file, e.g. from `resolve_inception_weights`, or an extractor from
+            `load_inception` (then `device` is the extractor's).
 
     Returns:
         {"2048": (N, 2048) pool features, "logits_unbiased": (N, 1008) logits without the fc bias},
@@ -186,6 +192,8 @@ def inception_features(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     _check_images(x)
+    if isinstance(weights, nn.Module):
+        return _extract(weights, x, batch_size, progress)
     extractor = _load_extractor(weights, get_device(str(device)))
     return _extract(extractor, x, batch_size, progress)
 
