@@ -80,8 +80,10 @@ def nn_check(
             idx = torch.arange(s, min(s + 8192, len(train)))
             yield _embed(to_float(gather(train, idx)), space, classifier)
 
-    dist, idx = nearest(_embed(fake, space, classifier), chunks(), k)
-    test_dist, _ = nearest(_embed(test, space, classifier), chunks(), 1)
+    # one pass over the training set answers the samples and the test images together
+    queries = torch.cat([_embed(fake, space, classifier), _embed(test, space, classifier)])
+    both_dist, both_idx = nearest(queries, chunks(), k)
+    dist, idx, test_dist = both_dist[: len(fake)], both_idx[: len(fake)], both_dist[len(fake) :, :1]
     rows = [torch.cat([f[None], to_float(gather(train, i))])
             for f, i in zip(fake[:n], idx[:n], strict=True)]  # fmt: skip
     stats = {"fake_nn": dist[:, 0].mean().item(), "test_nn": test_dist[:, 0].mean().item(),
