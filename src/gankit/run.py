@@ -78,7 +78,8 @@ def eval_run(
     `floor` evaluates real training images in place of generated ones. `options`: see EvalContext.
     """
     from gankit import __version__
-    from gankit.metrics import EvalContext, default_metrics, evaluate
+    from gankit.config import lookup
+    from gankit.metrics import METRICS, EvalContext, default_metrics, evaluate
 
     run_dir, ckpt_path = resolve(path)
     ckpt = load_checkpoint(ckpt_path)
@@ -86,9 +87,6 @@ def eval_run(
     cfg = ctx.cfg
     ctx.seed = cfg.eval.seed if seed is None else seed
     names = metrics or cfg.eval.metrics or default_metrics(ctx.data, cfg.train.per_class)
-    from gankit.config import lookup
-    from gankit.metrics import METRICS
-
     for name in names:  # every name checked before hours of computing
         lookup(METRICS, name, "metric")
     records = []
