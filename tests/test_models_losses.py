@@ -8,7 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from gankit.losses import LOSSES, d_bce, g_minimax, g_nonsaturating, gradient_penalty, r1_penalty
+from gankit.losses import (
+    LOSSES,
+    RELATIVISTIC,
+    d_bce,
+    g_minimax,
+    g_nonsaturating,
+    gradient_penalty,
+    r1_penalty,
+)
 from gankit.models import MODELS, build_models
 
 # tiny widths and the data shapes each family takes (MLPs take any shape; DCGANs square images)
@@ -73,7 +81,8 @@ def test_every_loss_is_scalar_finite_and_differentiable(name):
     d_loss, g_loss = LOSSES[name]
     d_real = torch.randn(6, requires_grad=True)
     d_fake = torch.randn(6, requires_grad=True)
-    for loss in (d_loss(d_real, d_fake, 0.1), g_loss(d_fake)):
+    g = g_loss(d_fake, d_real) if name in RELATIVISTIC else g_loss(d_fake)
+    for loss in (d_loss(d_real, d_fake, 0.1), g):
         assert loss.shape == () and torch.isfinite(loss)
         (gr,) = torch.autograd.grad(loss, d_fake)
         assert gr.abs().sum() > 0

@@ -326,3 +326,15 @@ def test_sigint_saves_and_resume_finishes_the_run(dataset, cache, tmp_path, monk
     state = train(_cfg(dataset, cache), tmp_path / "r", resume=True)
     assert state.step == 10
     assert json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 10
+
+
+def test_stabilisers_reach_every_pair_and_resume_exactly(dataset, cache, tmp_path):
+    over = ["train.epochs=0", "train.steps=8", "train.augment=color,cutout",
+            "model.d={ndf: 4, pack: 2, spectral_norm: true}"]  # fmt: skip
+    train(_cfg(dataset, cache, *over), tmp_path / "full")
+    train(_cfg(dataset, cache, *over, "train.steps=4"), tmp_path / "half")
+    train(_cfg(dataset, cache, *over), tmp_path / "half", resume=True)
+    (full, c1), (half, _) = _state_dicts(tmp_path / "full"), _state_dicts(tmp_path / "half")
+    assert any("parametrizations" in k for k in full["D/0"])  # spectral norm in the pairs' D
+    assert {f"augment/{c}" for c in range(3)} <= set(c1["rng"]["generators"])
+    _assert_same(full, half)

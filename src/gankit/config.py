@@ -64,6 +64,7 @@ class LossConfig:
     label_smoothing: float = 0.0  # one-sided: real targets become 1 - label_smoothing
     gp_weight: float = 0.0  # WGAN-GP gradient penalty weight
     r1_weight: float = 0.0  # R1 penalty weight (gradient norm on real data)
+    r2_weight: float = 0.0  # R2 penalty weight (the same on fakes; R3GAN pairs it with rpgan + R1)
 
 
 @dataclass
@@ -107,6 +108,9 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory format for convolutions
     amp: bool = False  # bfloat16 autocast (CPU with AVX-512 bf16/AMX, or GPU)
     compile: bool = False  # torch.compile G and D (minutes of compilation first)
+    # DiffAugment (Zhao et al. 2020) of real and fake images before D: "" or ops from
+    # color, translation, cutout, e.g. "color,translation,cutout" (images only)
+    augment: str = ""
 
 
 @dataclass
@@ -418,6 +422,7 @@ def validate(cfg: Config) -> None:
         "optim.lr_d": cfg.optim.lr_d,
         "loss.gp_weight": cfg.loss.gp_weight,
         "loss.r1_weight": cfg.loss.r1_weight,
+        "loss.r2_weight": cfg.loss.r2_weight,
     }
     for key, v in positive.items():
         if v <= 0:
@@ -436,3 +441,31 @@ def validate(cfg: Config) -> None:
     for key, betas in (("optim.betas_g", cfg.optim.betas_g), ("optim.betas_d", cfg.optim.betas_d)):
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ConfigError(f"{key} must be in [0, 1), got {list(betas)}")
+    _validate_stabilisers(cfg)
+
+
+def _validate_stabilisers(cfg: Config) -> None:
+    """Ranges and combinations of the stabiliser keys (model.d.pack, model.d.minibatch_std,
+    train.augment, loss.r2_weight), checked before any data is read."""
+    from gankit.augment import parse_policy
+
+    try:
+        parse_policy(cfg.train.augment)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    pack = cfg.model.d.get("pack", 1)
+    if pack < 1:
+        raise ConfigError(f"model.d.pack must be >= 1 (1 = no packing), got {pack}")
+    for key, n in (
+        ("data.batch_size", cfg.data.batch_size),
+        ("train.dstats_n", cfg.train.dstats_n),
+    ):
+        if n % pack:
+            raise ConfigError(f"{key} ({n}) must be a multiple of model.d.pack ({pack})")
+    group = cfg.model.d.get("minibatch_std", 0)
+    if group < 0 or group == 1:
+        raise ConfigError(f"model.d.minibatch_std is a group size >= 2 (0 = off), got {group}")
+    if cfg.model.d.get("cond") == "projection" and cfg.model.num_classes and pack > 1:
+        raise ConfigError(
+            "model.d.pack > 1 needs model.d.cond=concat (projection scores one label)"
+        )

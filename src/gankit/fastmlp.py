@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gankit.config import Config
+from gankit.models.layers import is_spectral_normed
 
 _ACTS = {nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
 
@@ -44,9 +45,15 @@ def eligible(G: nn.Module, D: nn.Module, cfg: Config) -> str | None:
         return f"loss {cfg.loss.name!r} (only nonsaturating, minimax)"
     if cfg.loss.gp_weight or cfg.loss.r1_weight:
         return "gradient penalties"
+    if cfg.loss.r2_weight:
+        return "gradient penalties"
     if cfg.train.amp or cfg.train.compile:
         return "train.amp / train.compile"
+    if getattr(D, "pack", 1) > 1:
+        return "packed discriminator (model.d.pack)"
     for name, m in (("G", G), ("D", D)):
+        if is_spectral_normed(m):
+            return f"{name} is spectrally normalised"
         if _layers(m.net) is None:
             return f"{name} has layers other than Linear and ReLU/LeakyReLU/Tanh/Sigmoid"
     return None

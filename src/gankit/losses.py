@@ -3,6 +3,9 @@
 `LOSSES[name] = (d_loss, g_loss)`; `d_loss(d_real, d_fake, label_smoothing)` and `g_loss(d_fake)` take
 logits of shape (B,) and return a scalar. sigmoid/log are fused as softplus for numerical stability:
 -log sigmoid(x) = softplus(-x) and -log(1 - sigmoid(x)) = softplus(x).
+
+Relativistic losses (names in RELATIVISTIC) compare each fake with a real sample, so their G loss also
+takes the real logits: `g_loss(d_fake, d_real)`.
 """
 
 from __future__ import annotations
@@ -57,13 +60,27 @@ def d_wasserstein(d_real: Tensor, d_fake: Tensor, label_smoothing: float = 0.0) 
     return d_fake.mean() - d_real.mean()
 
 
+def d_rpgan(d_real: Tensor, d_fake: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Relativistic pairing loss for D: softplus(D(G(z)) - D(x)) = -log sigmoid(D(x) - D(G(z))),
+    fake i paired with real i (Jolicoeur-Martineau 2019; R3GAN, Huang et al. 2024, Eq. 2). Pair it
+    with loss.r1_weight and loss.r2_weight, as R3GAN does: the pairing alone need not converge."""
+    return F.softplus(d_fake - d_real).mean()
+
+
+def g_rpgan(d_fake: Tensor, d_real: Tensor) -> Tensor:
+    """Relativistic pairing loss for G: softplus(D(x) - D(G(z))), the real logits held fixed."""
+    return F.softplus(d_real.detach() - d_fake).mean()
+
+
 LOSSES = {
     "nonsaturating": (d_bce, g_nonsaturating),
     "minimax": (d_bce, g_minimax),
     "lsgan": (d_lsgan, g_lsgan),
     "hinge": (d_hinge, g_wasserstein),
     "wgan": (d_wasserstein, g_wasserstein),
+    "rpgan": (d_rpgan, g_rpgan),
 }
+RELATIVISTIC = frozenset({"rpgan"})  # G's loss needs D(x) as well as D(G(z))
 
 
 def gradient_penalty(
@@ -77,7 +94,7 @@ def gradient_penalty(
 
 
 def r1_penalty(D: nn.Module, real: Tensor, labels: Tensor | None = None) -> Tensor:
-    """R1 (Mescheder et al. 2018): E[||grad D(x)||^2] / 2 on real data."""
+    """R1 (Mescheder et al. 2018): E[||grad D(x)||^2] / 2 on real data; on fakes it is R2."""
     x = real.detach().requires_grad_(True)
     (grad,) = torch.autograd.grad(D(x, labels).sum(), x, create_graph=True)
     return 0.5 * grad.flatten(1).pow(2).sum(dim=1).mean()

@@ -131,6 +131,7 @@ def _build_pair(cfg: Config, c: int, shape: tuple[int, ...], device: torch.devic
     seed = make_generator(cfg.seed, "pair", c).initial_seed()
     pair = build_state(dataclasses.replace(cfg, seed=seed), shape, device)
     pair.z_gen = make_generator(cfg.seed, "z", c, device=device)
+    pair.aug_gen = make_generator(cfg.seed, "augment", c, device=device)
     return pair
 
 
@@ -291,6 +292,8 @@ def train_per_class(cfg: Config, run_dir: str | Path, resume: bool = False) -> P
     state = PerClassState({c: _build_pair(cfg, c, data.shape, device) for c in classes})
     probes = ClassProbes.build(cfg, data, classes)
     gens = {f"z/{c}": p.z_gen for c, p in state.pairs.items()}
+    if cfg.train.augment:  # checkpointed only when used: older checkpoints keep loading
+        gens |= {f"augment/{c}": p.aug_gen for c, p in state.pairs.items()}
     _open_run_dir(run_dir, cfg, state, probes, gens, resume)
     write_json(env_info(device), run_dir / "env.json")
     if tc.compile:

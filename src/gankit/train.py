@@ -22,11 +22,12 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from gankit.augment import diff_augment, parse_policy
 from gankit.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from gankit.config import Config, to_dict, to_yaml
 from gankit.data import data_from_config
 from gankit.fastmlp import AdamKernel
-from gankit.losses import LOSSES, gradient_penalty, r1_penalty
+from gankit.losses import LOSSES, RELATIVISTIC, gradient_penalty, r1_penalty
 from gankit.metrics.dstats import d_output_stats
 from gankit.models import build_models
 from gankit.sample import generate, sample_z
@@ -66,6 +67,7 @@ class TrainState:
     z_gen: torch.Generator  # stream of the training noise
     step: int = 0
     G_ema: nn.Module | None = None  # moving average of G (train.ema_decay > 0)
+    aug_gen: torch.Generator | None = None  # stream of DiffAugment's random transforms
     adam_g: AdamKernel = field(init=False)  # opt_g.step() without its Python overhead
     adam_d: AdamKernel = field(init=False)
 
@@ -77,6 +79,11 @@ def build_state(cfg: Config, data_shape: tuple[int, ...], device: torch.device) 
     """Models and optimizers for `cfg`, seeded from `cfg.seed`, on `device`."""
     seed_everything(cfg.seed)
     m = cfg.model
+    if cfg.train.augment and len(data_shape) != 3:
+        raise GankitError(
+            f"train.augment={cfg.train.augment!r} needs image data (C, H, W), got shape "
+            f"{tuple(data_shape)}; unset train.augment"
+        )
     G, D = build_models(m.name, m.z_dim, data_shape, m.num_classes, m.g, m.d)
     G, D = G.to(device), D.to(device)
     if cfg.train.channels_last and len(data_shape) == 3:  # NHWC convolutions (faster on most CPUs)
@@ -86,8 +93,9 @@ def build_state(cfg: Config, data_shape: tuple[int, ...], device: torch.device) 
     opt_g = torch.optim.Adam(G.parameters(), cfg.optim.lr_g, betas=cfg.optim.betas_g, **fused)
     opt_d = torch.optim.Adam(D.parameters(), cfg.optim.lr_d, betas=cfg.optim.betas_d, **fused)
     z_gen = make_generator(cfg.seed, "z", device=device)
+    aug_gen = make_generator(cfg.seed, "augment", device=device)
     G_ema = copy.deepcopy(G).requires_grad_(False) if cfg.train.ema_decay else None
-    return TrainState(G, D, opt_g, opt_d, z_gen, G_ema=G_ema)
+    return TrainState(G, D, opt_g, opt_d, z_gen, G_ema=G_ema, aug_gen=aug_gen)
 
 
 @torch.no_grad()
@@ -119,35 +127,52 @@ def train_step(
 ) -> dict[str, Tensor]:
     """`len(reals)` (= d_steps) D updates then `cfg.optim.g_steps` G updates.
 
+    With `train.augment`, D only ever sees DiffAugment-ed images, real and fake alike, and G's gradient
+    flows through the augmentation (Zhao et al. 2020); penalties are taken on what D sees.
     Returns 0-dim detached tensors (not floats): converting costs a device sync per step, so the
     loop sums them and converts only at the logging cadence.
     """
-    G, D, opt_g, opt_d = state.G, state.D, state.opt_g, state.opt_d  # noqa: F841
+    G, D = state.G, state.D
     d_loss, g_loss = LOSSES[cfg.loss.name]
     m, lc = cfg.model, cfg.loss
+    policy = parse_policy(cfg.train.augment)
+
+    def aug(x: Tensor) -> Tensor:
+        return diff_augment(x, policy, state.aug_gen) if policy else x
+
     for j, (real, lab) in enumerate(zip(reals, labels, strict=True)):
         z = sample_z(real.shape[0], m.z_dim, m.z_dist, state.z_gen, real.device)
         fake_lab = fake_labels(lab, m.num_classes, cfg.train.fake_labels, state.z_gen)
         last = j == len(reals) - 1
         with torch.set_grad_enabled(last):  # the last fake is reused by the first G update
             fake = G(z, fake_lab)
-        d_real, d_fake = D(real, lab), D(fake.detach(), fake_lab)
+        real_in, fake_in = aug(real), aug(fake.detach())
+        d_real, d_fake = D(real_in, lab), D(fake_in, fake_lab)
         loss_d = d_loss(d_real, d_fake, lc.label_smoothing)
         if lc.gp_weight:  # interpolates carry the real labels
-            loss_d = loss_d + lc.gp_weight * gradient_penalty(D, real, fake, lab)
+            loss_d = loss_d + lc.gp_weight * gradient_penalty(D, real_in, fake_in, lab)
         if lc.r1_weight:
-            loss_d = loss_d + lc.r1_weight * r1_penalty(D, real, lab)
-        opt_d.zero_grad(set_to_none=True)
+            loss_d = loss_d + lc.r1_weight * r1_penalty(D, real_in, lab)
+        if lc.r2_weight:  # R2: the same penalty on fakes (R3GAN)
+            loss_d = loss_d + lc.r2_weight * r1_penalty(D, fake_in, fake_lab)
+        state.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         state.adam_d.step()
     D.requires_grad_(False)  # G updates need gradients w.r.t. G only
+    relativistic = cfg.loss.name in RELATIVISTIC
     for k in range(cfg.optim.g_steps):
         if k > 0:
             z = sample_z(real.shape[0], m.z_dim, m.z_dist, state.z_gen, real.device)
             fake_lab = fake_labels(lab, m.num_classes, cfg.train.fake_labels, state.z_gen)
             fake = G(z, fake_lab)
-        loss_g = g_loss(D(fake, fake_lab))
-        opt_g.zero_grad(set_to_none=True)
+        g_fake = D(aug(fake), fake_lab)
+        if relativistic:  # the updated D on the step's last real batch
+            with torch.no_grad():
+                g_real = D(aug(real), lab)
+            loss_g = g_loss(g_fake, g_real)
+        else:
+            loss_g = g_loss(g_fake)
+        state.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         state.adam_g.step()
     D.requires_grad_(True)
@@ -337,6 +362,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainState:
         1, (data.batches_per_epoch or 1) // cfg.optim.d_steps
     )
     gens = {"z": state.z_gen}
+    if cfg.train.augment:  # checkpointed only when used: older checkpoints keep loading
+        gens["augment"] = state.aug_gen
     if resume:
         # on the CPU: RNG states must be CPU byte tensors; load_state_dict moves weights to the device
         ckpt = load_checkpoint(last)

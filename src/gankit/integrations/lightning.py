@@ -94,6 +94,8 @@ class GANModule(L.LightningModule):
         cfg = config_from_dict(cfg) if isinstance(cfg, dict) else cfg
         if cfg.train.per_class:
             raise GankitError("GANModule trains one G/D pair: set train.per_class=false")
+        if cfg.train.augment:
+            raise GankitError("GANModule does not checkpoint DiffAugment's stream: unset train.augment")
         if data_shape is None or steps is None:
             data = data_from_config(cfg)
             data_shape = data.shape if data_shape is None else data_shape
@@ -136,7 +138,9 @@ class GANModule(L.LightningModule):
             z_gen.set_state(self._z_state)
             self._z_state = None
         opt_g, opt_d = self.optimizers()
-        self.state = TrainState(self.G, self.D, opt_g, opt_d, z_gen, self.step, self.G_ema)
+        # DiffAugment's stream is not carried across Lightning checkpoints: refused in __init__
+        aug_gen = make_generator(self.cfg.seed, "augment", device=self.device)
+        self.state = TrainState(self.G, self.D, opt_g, opt_d, z_gen, self.step, self.G_ema, aug_gen)
         self.state.adam_g, self.state.adam_d = _LightningStep(opt_g), _LightningStep(opt_d)
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> None:

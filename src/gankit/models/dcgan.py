@@ -22,6 +22,12 @@ import math
 import torch
 from torch import Tensor, nn
 
+from gankit.models.layers import (
+    MinibatchStd,
+    apply_spectral_norm,
+    check_stabilisers,
+    pack_samples,
+)
 from gankit.models.mlp import CONDITIONING, _check_labels
 
 UPSAMPLE = ("transposed", "bilinear")
@@ -72,6 +78,7 @@ class DCGANGenerator(nn.Module):
         upsample: str = "transposed",
         project: str = "conv",
         batchnorm: bool = True,
+        spectral_norm: bool = False,
     ) -> None:
         super().__init__()
         for name, value, valid in (("upsample", upsample, UPSAMPLE), ("project", project, PROJECT)):
@@ -111,6 +118,8 @@ class DCGANGenerator(nn.Module):
             layers += [nn.Tanh()] if last else norm_act(b)
         self.net = nn.Sequential(*layers)
         dcgan_init(self)
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         onehot = _check_labels(labels, self.num_classes, z.shape[0])
@@ -120,7 +129,11 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """images (B, C, H, W) [+ labels (B,)] -> logits (B,)."""
+    """images (B, C, H, W) [+ labels (B,)] -> logits (B / pack,).
+
+    Stabilisers (see gankit.models.layers): `spectral_norm`, `pack` (PacGAN), `minibatch_std`
+    (group size before the head; 0 = off).
+    """
 
     def __init__(
         self,
@@ -132,15 +145,19 @@ class DCGANDiscriminator(nn.Module):
         head: str = "conv",
         dropout: float = 0.0,
         cond: str = "concat",
+        spectral_norm: bool = False,
+        pack: int = 1,
+        minibatch_std: int = 0,
     ) -> None:
         super().__init__()
         for name, value, valid in (("head", head, HEADS), ("cond", cond, CONDITIONING)):
             if value not in valid:
                 raise ValueError(f"unknown {name} {value!r}; choose from: {', '.join(valid)}")
-        self.data_shape, self.num_classes = tuple(data_shape), num_classes
+        check_stabilisers(pack, minibatch_std, cond, num_classes)
+        self.data_shape, self.num_classes, self.pack = tuple(data_shape), num_classes, pack
         self.project = cond == "projection" and num_classes > 0
         c, base, stages = _layout(self.data_shape)
-        widths = [c + (num_classes if not self.project else 0)] + [
+        widths = [pack * (c + (num_classes if not self.project else 0))] + [
             ndf * 2**k for k in range(stages)
         ]
         layers: list[nn.Module] = []
@@ -152,13 +169,19 @@ class DCGANDiscriminator(nn.Module):
             layers += [nn.Dropout(dropout)] if dropout > 0 else []
         self.net = nn.Sequential(*layers)  # (B, C+K, H, W) -> (B, top, base, base)
         top = widths[-1]
+        std = [MinibatchStd(minibatch_std)] if minibatch_std else []
+        n_head = top + (1 if minibatch_std else 0)  # the std plane is one more channel
         if head == "conv":
-            self.head = nn.Sequential(nn.Conv2d(top, 1, base, 1, 0), nn.Flatten(0))
+            self.head = nn.Sequential(*std, nn.Conv2d(n_head, 1, base, 1, 0), nn.Flatten(0))
         else:
-            self.head = nn.Sequential(nn.Flatten(1), nn.Linear(top * base * base, 1), nn.Flatten(0))
+            self.head = nn.Sequential(
+                *std, nn.Flatten(1), nn.Linear(n_head * base * base, 1), nn.Flatten(0)
+            )
         if self.project:
             self.embed = nn.Embedding(num_classes, top)
         dcgan_init(self)
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         onehot = _check_labels(labels, self.num_classes, x.shape[0])
@@ -168,4 +191,6 @@ class DCGANDiscriminator(nn.Module):
         if onehot is not None:  # K constant label planes beside the image channels
             planes = onehot[:, :, None, None].expand(-1, -1, *x.shape[2:]).to(x.dtype)
             x = torch.cat([x, planes], dim=1)  # (B, C + K, H, W)
-        return self.head(self.net(x))  # (B,)
+        if self.pack > 1:
+            x = pack_samples(x, self.pack)  # (B / pack, pack * (C + K), H, W)
+        return self.head(self.net(x))  # (B / pack,)

@@ -14,6 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gankit.models.layers import (
+    MinibatchStd,
+    apply_spectral_norm,
+    check_stabilisers,
+    pack_samples,
+)
+
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")
 CONDITIONING = ("concat", "projection")
 OUTPUTS = ("none", "tanh", "sigmoid")
@@ -77,6 +84,7 @@ class MLPGenerator(nn.Module):
         dropout: float = 0.0,
         batchnorm: bool = False,
         output: str = "none",
+        spectral_norm: bool = False,
     ) -> None:
         super().__init__()
         if output not in OUTPUTS:
@@ -88,6 +96,8 @@ class MLPGenerator(nn.Module):
         if output != "none":
             layers.append(nn.Tanh() if output == "tanh" else nn.Sigmoid())
         self.net = nn.Sequential(*layers)
+        if spectral_norm:
+            apply_spectral_norm(self)
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         onehot = _check_labels(labels, self.num_classes, z.shape[0])
@@ -97,7 +107,11 @@ class MLPGenerator(nn.Module):
 
 
 class MLPDiscriminator(nn.Module):
-    """samples (B, *data_shape) [+ labels (B,)] -> logits (B,)."""
+    """samples (B, *data_shape) [+ labels (B,)] -> logits (B / pack,).
+
+    Stabilisers (see gankit.models.layers): `spectral_norm`, `pack` (PacGAN: consecutive samples
+    scored jointly), `minibatch_std` (group size; 0 = off).
+    """
 
     def __init__(
         self,
@@ -109,20 +123,28 @@ class MLPDiscriminator(nn.Module):
         dropout: float = 0.0,
         batchnorm: bool = False,
         cond: str = "concat",
+        spectral_norm: bool = False,
+        pack: int = 1,
+        minibatch_std: int = 0,
     ) -> None:
         super().__init__()
         if cond not in CONDITIONING:
             raise ValueError(f"unknown cond {cond!r}; choose from: {', '.join(CONDITIONING)}")
-        self.data_shape, self.num_classes = tuple(data_shape), num_classes
+        check_stabilisers(pack, minibatch_std, cond, num_classes)
+        self.data_shape, self.num_classes, self.pack = tuple(data_shape), num_classes, pack
         self.project = cond == "projection" and num_classes > 0
-        n_in = math.prod(self.data_shape) + (num_classes if not self.project else 0)
+        n_in = pack * (math.prod(self.data_shape) + (num_classes if not self.project else 0))
         sizes = [n_in, *hidden]
+        std = [MinibatchStd(minibatch_std)] if minibatch_std else []
+        n_last = sizes[-1] + (1 if minibatch_std else 0)
         self.net = nn.Sequential(
-            *mlp(sizes, activation, slope, dropout, batchnorm), nn.Linear(sizes[-1], 1)
+            *mlp(sizes, activation, slope, dropout, batchnorm), *std, nn.Linear(n_last, 1)
         )
         if self.project:
-            self.embed = nn.Embedding(num_classes, sizes[-1])
+            self.embed = nn.Embedding(num_classes, n_last)
             nn.init.normal_(self.embed.weight, 0.0, 0.02)  # start near the unconditional D
+        if spectral_norm:
+            apply_spectral_norm(self.net)
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         x = x.reshape(x.shape[0], -1)  # (B, D)
@@ -132,4 +154,6 @@ class MLPDiscriminator(nn.Module):
             return self.net[-1](h).squeeze(1) + (self.embed(labels) * h).sum(1)  # (B,)
         if onehot is not None:
             x = torch.cat([x, onehot], dim=1)  # (B, D + K)
-        return self.net(x).squeeze(1)  # (B,)
+        if self.pack > 1:
+            x = pack_samples(x, self.pack)  # (B / pack, pack * (D + K))
+        return self.net(x).squeeze(1)  # (B / pack,)
