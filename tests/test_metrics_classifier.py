@@ -1,31 +1,38 @@
-"""The domain classifier: metric closed forms, fitting on a tiny synthetic set, files and the cache.
+"""The domain classifier: metric closed forms, fitting on a tiny synthetic set, files, the cache and
+the packaged MNIST / Fashion-MNIST classifiers.
 
 The synthetic set has one bright square per image whose position is the class, so any working CNN
-separates it in a few dozen steps; the real-MNIST test is marked `data` and `slow`.
+separates it in a few dozen steps; the real-data tests are marked `data` and `slow`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from gankit.cli import main
 from gankit.data.images import ImageSet, ImageSource, to_float
 from gankit.metrics import classifier as clf
 from gankit.metrics.classifier import (
+    PACKAGED_SHA256,
     Classifier,
     class_histogram_stats,
     classifier_inception_score,
+    classifier_info,
     classifier_path,
     conditional_accuracy,
+    export_packaged,
     fit_and_cache,
     fit_classifier,
     get_classifier,
     load_classifier,
+    packaged_path,
     predict,
     save_classifier,
 )
@@ -33,6 +40,8 @@ from gankit.utils import GankitError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 K, SIZE = 4, 16  # synthetic classes and image size
+# least test accuracy of each packaged classifier, and its folder under the shared datasets
+PACKAGED = {"mnist": (0.99, "MNIST"), "fashion_mnist": (0.90, "FashionMNIST")}
 
 
 def squares(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -209,10 +218,14 @@ def test_tampered_or_corrupt_file_is_a_one_line_error(fitted, tmp_path):
 
 
 def test_get_classifier_on_empty_cache_names_the_fit_command(tmp_path):
-    path = tmp_path / "classifiers" / "mnist.pt"
+    # a dataset without a packaged classifier (mnist and fashion_mnist have one: tests below)
+    path = tmp_path / "classifiers" / "squares.pt"
     with pytest.raises(GankitError) as e:
-        get_classifier("mnist", str(tmp_path))
-    assert str(e.value) == f"no mnist classifier in {path}; run `gankit classifier fit mnist` first"
+        get_classifier("squares", str(tmp_path))
+    assert str(e.value) == (
+        f"no squares classifier in {path}; run `gankit classifier fit squares` first"
+    )
+    assert classifier_info("squares", str(tmp_path)) is None
 
 
 def test_classifier_path_follows_the_cache_rule(tmp_path, monkeypatch):
@@ -225,31 +238,39 @@ def test_classifier_path_follows_the_cache_rule(tmp_path, monkeypatch):
 
 def test_fit_and_cache_writes_reuses_and_verifies(tmp_path, monkeypatch, capsys):
     cache = str(tmp_path)
-    meta = fit_and_cache("squares", make_source(), epochs=2, seed=0, cache_dir=cache, threads=1)
+    meta = fit_and_cache(
+        "squares", make_source(), epochs=2, seed=0, cache_dir=cache, threads=1, command="c 1"
+    )
     path = classifier_path("squares", cache)
     side = json.loads(path.with_suffix(".json").read_text())
-    assert meta == {**side, "reused": False} and side["sha256"] == clf._sha256(path)
+    assert meta == {**side, "source": "local", "reused": False}
+    assert side["sha256"] == clf._sha256(path) and side["command"] == "c 1"
     assert side["test_acc"] >= 0.95 and side["path"] == str(path) and side["gankit"]
     assert side["data_cache"] == "/synthetic/squares-train.npy" and side["time"]
+    assert side["torch"] == torch.__version__ and side["threads"] == 1
     assert "test acc" in capsys.readouterr().err  # progress printed
     model, info = get_classifier("squares", cache)
     assert info["test_acc"] == side["test_acc"] and model.num_classes == K
+    assert info["source"] == "local" and info["sha256"] == side["sha256"]
 
     def no_fit(*a, **k):
         raise AssertionError("refitted a cached classifier")
 
     monkeypatch.setattr(clf, "fit_classifier", no_fit)
-    assert fit_and_cache("squares", make_source(), epochs=2, seed=0, cache_dir=cache, threads=1)[
-        "reused"
-    ]
+    reused = fit_and_cache("squares", make_source(), epochs=2, seed=0, cache_dir=cache, threads=1)
+    assert reused == {**info, "reused": True}
     monkeypatch.undo()
     again = fit_and_cache(
         "squares", make_source(), epochs=1, seed=1, cache_dir=cache, force=True, threads=1
     )
     assert not again["reused"] and again["sha256"] != side["sha256"] and again["epochs"] == 1
     path.write_bytes(path.read_bytes()[:-10])  # damage it: the sidecar's sha256 catches it
-    with pytest.raises(GankitError, match="re-run `gankit classifier fit squares`"):
+    with pytest.raises(
+        GankitError, match="corrupt.*re-run `gankit classifier fit squares --force`"
+    ):
         get_classifier("squares", cache)
+    with pytest.raises(GankitError, match="corrupt"):  # without --force: no silent reuse either
+        fit_and_cache("squares", make_source(), cache_dir=cache)
 
 
 # ---- real data
@@ -271,3 +292,138 @@ def test_real_mnist_one_epoch(tmp_path):
     probs, feats = predict(model, x)
     assert conditional_accuracy(probs, y) >= 0.97 and feats.shape == (500, 128)
     assert class_histogram_stats(probs, 10)["classes_covered"] == 10
+
+
+# ---- the packaged classifiers
+
+
+def test_every_packaged_classifier_has_a_test_threshold():
+    assert set(PACKAGED) == set(PACKAGED_SHA256) == {"mnist", "fashion_mnist"}
+
+
+@pytest.mark.parametrize("dataset", sorted(PACKAGED))
+def test_packaged_file_is_shipped_intact_with_its_record(dataset):
+    path = packaged_path(dataset)
+    assert path == Path(str(resources.files("gankit") / "weights" / f"classifier_{dataset}.pt"))
+    assert path.is_file() and path.stat().st_size < 4 << 20  # small package data
+    assert clf._sha256(path) == PACKAGED_SHA256[dataset]
+    raw = torch.load(path, map_location="cpu", weights_only=True)
+    assert raw["format"] == "gankit-classifier"
+    assert raw["kwargs"] == {"in_channels": 1, "num_classes": 10, "img_size": 28}
+    side = json.loads(path.with_suffix(".json").read_text())
+    assert side["sha256"] == PACKAGED_SHA256[dataset] and side["file"] == path.name
+    assert side["test_acc"] >= PACKAGED[dataset][0] and side["test_acc"] == raw["info"]["test_acc"]
+    assert (side["n_train"], side["n_test"], side["epochs"], side["seed"]) == (60000, 10000, 4, 0)
+    assert side["command"].startswith(f"gankit classifier fit {dataset} ") and side["gankit"]
+
+
+def test_empty_cache_uses_the_packaged_classifier(tmp_path, monkeypatch):
+    def no_fit(*a, **k):
+        raise AssertionError("fitted although a packaged classifier exists")
+
+    monkeypatch.setattr(clf, "fit_classifier", no_fit)
+    model, info = get_classifier("mnist", str(tmp_path))
+    assert info["source"] == "packaged" and info["sha256"] == PACKAGED_SHA256["mnist"]
+    assert info["path"] == str(packaged_path("mnist")) and info["dataset"] == "mnist"
+    assert info["test_acc"] >= 0.99 and model.num_classes == 10 and not model.training
+    assert classifier_info("mnist", str(tmp_path)) == info
+    assert fit_and_cache("mnist", None, cache_dir=str(tmp_path)) == {**info, "reused": True}
+    assert not (tmp_path / "classifiers").exists()  # nothing fitted, nothing written
+
+
+def test_a_local_refit_wins_until_deleted(tmp_path):
+    cache = str(tmp_path)
+    path = classifier_path("mnist", cache)
+    meta = fit_and_cache("mnist", make_source(), epochs=1, cache_dir=cache, force=True, threads=1)
+    model, info = get_classifier("mnist", cache)
+    assert info["source"] == "local" and info["sha256"] == meta["sha256"] == clf._sha256(path)
+    assert info["sha256"] != PACKAGED_SHA256["mnist"] and model.num_classes == K
+    assert info["path"] == str(path)
+    path.with_suffix(".json").unlink()  # an incomplete entry (fit interrupted) is not a refit
+    assert get_classifier("mnist", cache)[1]["source"] == "packaged"
+    fit_and_cache("mnist", make_source(), epochs=1, cache_dir=cache, force=True, threads=1)
+    path.write_bytes(path.read_bytes()[:-10])  # a damaged refit: an error, not the packaged one
+    with pytest.raises(GankitError) as e:
+        get_classifier("mnist", cache)
+    assert f"delete {path} to use the packaged classifier" in str(e.value)
+    path.unlink()  # the way back
+    assert get_classifier("mnist", cache)[1]["source"] == "packaged"
+
+
+def test_tampered_packaged_file_is_a_one_line_error(tmp_path, monkeypatch):
+    copy = tmp_path / "classifier_mnist.pt"
+    data = bytearray(packaged_path("mnist").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    copy.write_bytes(bytes(data))
+    copy.with_suffix(".json").write_bytes(packaged_path("mnist").with_suffix(".json").read_bytes())
+    monkeypatch.setattr(clf, "packaged_path", lambda dataset: tmp_path / f"classifier_{dataset}.pt")
+    with pytest.raises(GankitError) as e:
+        get_classifier("mnist", str(tmp_path / "cache"))
+    msg = str(e.value)
+    assert "\n" not in msg and str(copy) in msg and "corrupt" in msg
+    assert "reinstall gankit" in msg and "`gankit classifier fit mnist --force`" in msg
+    copy.unlink()
+    with pytest.raises(GankitError, match=f"{copy} does not exist.*reinstall gankit"):
+        get_classifier("mnist", str(tmp_path / "cache"))
+
+
+def test_cli_reports_the_packaged_one_and_force_refits_locally(tmp_path, monkeypatch, capsys):
+    cache = str(tmp_path)
+    path = classifier_path("mnist", cache)
+
+    def no_data(*a, **k):
+        raise AssertionError("built the dataset without --force")
+
+    monkeypatch.setattr("gankit.data.build_data", no_data)
+    assert main(["classifier", "fit", "mnist", "--cache-dir", cache]) == 0
+    out = capsys.readouterr().out
+    assert "(packaged; --force refits locally)" in out and PACKAGED_SHA256["mnist"][:16] in out
+    assert not path.exists()
+    monkeypatch.setattr("gankit.data.build_data", lambda *a, **k: make_source())
+    args = ["classifier", "fit", "mnist", "--cache-dir", cache, "--epochs", "1", "--threads", "1"]
+    assert main([*args, "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "(fitted now)" in out and "records now use this local refit (source local)" in out
+    assert f"delete {path}" in out and path.is_file()
+    assert json.loads(path.with_suffix(".json").read_text())["command"] == (
+        "gankit classifier fit mnist --epochs 1 --seed 0 --device cpu --threads 1 --force"
+    )
+    monkeypatch.setattr("gankit.data.build_data", no_data)
+    assert main(args) == 0
+    assert "an earlier local refit; --force refits again" in capsys.readouterr().out
+
+
+def test_export_packaged_copies_a_local_refit(tmp_path):
+    cache, dest = str(tmp_path / "cache"), tmp_path / "weights"
+    with pytest.raises(GankitError, match="no local squares classifier"):
+        export_packaged("squares", cache, dest)
+    meta = fit_and_cache(
+        "squares", make_source(), epochs=1, cache_dir=cache, threads=1, command="fit it"
+    )
+    side = export_packaged("squares", cache, dest)
+    target = dest / "classifier_squares.pt"
+    assert target.read_bytes() == classifier_path("squares", cache).read_bytes()
+    assert side == json.loads(target.with_suffix(".json").read_text())
+    assert side["sha256"] == meta["sha256"] and side["command"] == "fit it"
+    assert side["test_acc"] == meta["test_acc"] and side["file"] == target.name
+    assert export_packaged("squares", cache, dest, command="other")["command"] == "other"
+
+
+@pytest.mark.data
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", sorted(PACKAGED))
+def test_packaged_accuracy_on_the_real_test_split(dataset, tmp_path):
+    least, folder = PACKAGED[dataset]
+    if not (SHARED / folder / "raw").exists():
+        pytest.skip(f"no shared {folder}")
+    from gankit.data import build_data
+
+    data = build_data(
+        dataset, {}, 0, 128, options={"root": str(SHARED), "cache_dir": str(tmp_path)}
+    )
+    model, info = get_classifier(dataset, str(tmp_path))
+    assert info["source"] == "packaged"
+    images = data.images
+    acc = clf._accuracy(model, images.test, images.test_labels, torch.device("cpu"))
+    # the recorded accuracy was measured on this split; another thread count may flip a few argmaxes
+    assert acc >= least and acc == pytest.approx(info["test_acc"], abs=1e-3)

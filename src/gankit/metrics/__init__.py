@@ -282,8 +282,10 @@ def _classifier_for(ctx: EvalContext, dataset: str | None = None) -> tuple[nn.Mo
 
 def _clf_protocol(info: dict) -> dict:
     return {
-        "extractor": f"gankit classifier ({info['dataset']}, test acc {info['test_acc']:.4f})",
+        "extractor": f"gankit classifier ({info['dataset']}, {info['source']}, "
+        f"test acc {info['test_acc']:.4f})",
         "weights_sha256": info["sha256"],
+        "classifier_source": info["source"],  # packaged, or local (gankit classifier fit --force)
     }
 
 

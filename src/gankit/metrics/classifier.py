@@ -3,9 +3,15 @@
 Its penultimate activations give an FID on domain features ("fid_clf"); its predictions give class
 coverage, the KL of the predicted class histogram to uniform, a classifier-based Inception Score
 (Salimans et al. 2016, arXiv:1606.03498) and, for conditional models, the accuracy of the requested
-class. It is trained once per dataset (`gankit classifier fit DATASET`) and cached as one
-self-describing file plus a JSON sidecar that records its sha256, so a metric never silently uses a
-different or damaged classifier.
+class.
+
+The MNIST and Fashion-MNIST classifiers ship with gankit (gankit/weights/classifier_<dataset>.pt and
+a .json sidecar), so their metrics are the same on every machine; the file is checked against
+PACKAGED_SHA256 below. `gankit classifier fit DATASET --force` refits one locally into the cache
+(<cache>/classifiers/<dataset>.pt + .json); while that local refit exists it is used instead and
+the info says "source": "local". Other labelled datasets have only local fits. Every file is
+self-describing and its sha256 is checked, so a metric never silently uses a different or damaged
+classifier.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import math
 import os
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +37,14 @@ from gankit.utils import GankitError, atomic_save, eval_mode, make_generator, wr
 FORMAT = "gankit-classifier"
 FORMAT_VERSION = 1
 FEATURES = 128  # width of the penultimate layer, the "fid_clf" feature dimension
+
+# sha256 of the packaged classifiers (gankit/weights/classifier_<dataset>.pt), made with
+# `gankit classifier fit DATASET --threads 1 --force` (4 epochs, seed 0) and `export_packaged`;
+# their sidecars record the accuracy and the command. stacked_mnist uses mnist's.
+PACKAGED_SHA256 = {
+    "mnist": "3c8dcde93a091a61db2dbb81c79b7c80ec63d9289726757ec9a0ef9330553fcc",
+    "fashion_mnist": "13cc318a85ef22c6966e473d4c8e2e765188d46563bb32b58ce6ea410f84903e",
+}
 
 
 class Classifier(nn.Module):
@@ -270,14 +285,15 @@ def save_classifier(model: Classifier, info: dict[str, Any], path: str | os.Path
 
 
 def load_classifier(
-    path: str | os.PathLike, sha256: str | None = None, *, dataset: str = ""
+    path: str | os.PathLike, sha256: str | None = None, *, dataset: str = "", advice: str = ""
 ) -> tuple[Classifier, dict[str, Any]]:
     """The Classifier (eval mode, CPU) and info saved in `path`, checked against `sha256` when given.
 
-    `dataset` only names the dataset in the error messages (default: the file's stem).
+    `dataset` only names the dataset in the error messages (default: the file's stem); `advice`
+    replaces their default advice (re-run `gankit classifier fit DATASET`).
     """
     path = Path(path)
-    refit = f"re-run `gankit classifier fit {dataset or path.stem}`"
+    refit = advice or f"re-run `gankit classifier fit {dataset or path.stem}`"
     if not path.is_file():
         raise GankitError(f"classifier file {path} does not exist; {refit}")
     if sha256 is not None:
@@ -307,7 +323,9 @@ def _cache_dir(cache_dir: str = "") -> Path:
 def classifier_path(dataset: str, cache_dir: str = "") -> Path:
     """<cache>/classifiers/<dataset>.pt, where <cache> is cache_dir, $GANKIT_CACHE or ~/.cache/gankit.
 
-    Its sidecar <dataset>.json records sha256, test accuracy, data cache path, gankit version and time.
+    Its sidecar <dataset>.json records sha256, test accuracy, data cache path, gankit and torch
+    versions, the command and the time. While both files exist, this local refit is the classifier
+    the metrics use (see `get_classifier`).
     """
     return _cache_dir(cache_dir) / "classifiers" / f"{dataset}.pt"
 
@@ -316,24 +334,72 @@ def _sidecar(path: Path) -> Path:
     return path.with_suffix(".json")
 
 
-def get_classifier(dataset: str, cache_dir: str = "") -> tuple[Classifier, dict[str, Any]]:
-    """The cached classifier of `dataset` (eval mode, CPU) and its info plus the sidecar's (dataset,
-    path, sha256, test_acc, ...), the file verified against the sidecar's sha256."""
+def packaged_path(dataset: str) -> Path:
+    """gankit/weights/classifier_<dataset>.pt in the installed package (only mnist and fashion_mnist
+    have one, see PACKAGED_SHA256); its sidecar is the same path with .json."""
+    return Path(str(resources.files("gankit") / "weights" / f"classifier_{dataset}.pt"))
+
+
+def _has_local(dataset: str, cache_dir: str) -> bool:
+    # the sidecar is written after the file: both present = a complete local refit
     path = classifier_path(dataset, cache_dir)
-    side = _sidecar(path)
-    if not (path.is_file() and side.is_file()):
+    return path.is_file() and _sidecar(path).is_file()
+
+
+def _read_sidecar(side: Path, advice: str) -> dict[str, Any]:
+    try:
+        meta = json.loads(side.read_text())
+        if not isinstance(meta.get("sha256"), str):
+            raise KeyError("sha256")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise GankitError(
+            f"classifier sidecar {side} is unreadable ({type(e).__name__}); {advice}"
+        ) from None
+    return meta
+
+
+def get_classifier(dataset: str, cache_dir: str = "") -> tuple[Classifier, dict[str, Any]]:
+    """The classifier the metrics use for `dataset` (eval mode, CPU) and its info.
+
+    A local refit in the cache (`gankit classifier fit DATASET --force`, see `classifier_path`) wins;
+    otherwise the packaged classifier of mnist and fashion_mnist. Either file is verified against its
+    sha256 (the packaged one against PACKAGED_SHA256): a damaged file is an error, never a silent
+    fallback to the other one.
+
+    Returns:
+        The model and info: the fit's info plus the sidecar's, with "source" ("local" or "packaged"),
+        "dataset", "path", "sha256", "test_acc", "epochs", "seed", ...
+    """
+    path = classifier_path(dataset, cache_dir)
+    if _has_local(dataset, cache_dir):
+        advice = f"re-run `gankit classifier fit {dataset} --force`"
+        if dataset in PACKAGED_SHA256:
+            advice += f", or delete {path} to use the packaged classifier"
+        meta = _read_sidecar(_sidecar(path), advice)
+        model, info = load_classifier(path, meta["sha256"], dataset=dataset, advice=advice)
+        return model, {**info, **meta, "dataset": dataset, "path": str(path), "source": "local"}
+    if dataset not in PACKAGED_SHA256:
         raise GankitError(
             f"no {dataset} classifier in {path}; run `gankit classifier fit {dataset}` first"
         )
-    try:
-        meta = json.loads(side.read_text())
-        sha = meta["sha256"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise GankitError(
-            f"classifier sidecar {side} is unreadable ({type(e).__name__}); re-run `gankit classifier fit {dataset}`"
-        ) from None
-    model, info = load_classifier(path, sha, dataset=dataset)
-    return model, {**info, **meta}  # the sidecar adds dataset, path, sha256
+    packaged = packaged_path(dataset)
+    advice = (
+        "gankit's packaged classifier is damaged or missing: reinstall gankit, or refit it locally "
+        f"with `gankit classifier fit {dataset} --force`"
+    )
+    sha = PACKAGED_SHA256[dataset]
+    model, info = load_classifier(packaged, sha, dataset=dataset, advice=advice)
+    meta = _read_sidecar(_sidecar(packaged), advice)
+    info = {**info, **meta, "dataset": dataset, "path": str(packaged), "sha256": sha}
+    return model, {**info, "source": "packaged"}
+
+
+def classifier_info(dataset: str, cache_dir: str = "") -> dict[str, Any] | None:
+    """The (verified) info of the classifier `get_classifier` returns, or None when `dataset` has no
+    local refit and no packaged classifier."""
+    if not (_has_local(dataset, cache_dir) or dataset in PACKAGED_SHA256):
+        return None
+    return get_classifier(dataset, cache_dir)[1]
 
 
 def fit_and_cache(
@@ -348,22 +414,30 @@ def fit_and_cache(
     device: str | torch.device = "cpu",
     threads: int = 0,
     progress: bool = True,
+    command: str = "",
 ) -> dict[str, Any]:
-    """Fit the classifier of `dataset` on `data` and cache it, unless a cached one exists (or `force`).
+    """Fit the classifier of `dataset` on `data` and cache it as a local refit, unless `dataset`
+    already has a classifier (a local refit or a packaged one) and not `force`.
 
-    A cached classifier is reused whatever epochs/seed it was trained with (its sidecar says which).
+    An existing classifier is reused whatever epochs/seed it was trained with (its info says which).
+
+    Args:
+        command: the command line that asked for the fit, recorded in the sidecar.
 
     Returns:
-        The sidecar dict: {"dataset", "path", "sha256", "test_acc", "train_time_s", "epochs", "seed",
-        "data_cache", "gankit", "time", ...} plus "reused": whether the cached file was kept.
+        The classifier's info (as `get_classifier`'s) plus "reused": whether an existing one was
+        kept. A fresh fit returns its sidecar: {"dataset", "path", "sha256", "test_acc",
+        "train_time_s", "epochs", "seed", "data_cache", "gankit", "torch", "threads", "command",
+        "time", ...} plus "source": "local".
     """
     from gankit import __version__
 
+    if not force:
+        found = classifier_info(dataset, cache_dir)  # a damaged file is an error, not a reuse
+        if found is not None:
+            return {**found, "reused": True}
     path = classifier_path(dataset, cache_dir)
     side = _sidecar(path)
-    if not force and path.is_file() and side.is_file():
-        get_classifier(dataset, cache_dir)  # a damaged cache is an error, not a silent reuse
-        return {**json.loads(side.read_text()), "reused": True}
     model, info = fit_classifier(
         data,
         epochs=epochs,
@@ -373,11 +447,14 @@ def fit_and_cache(
         progress=progress,
         batch_size=batch_size,
     )
+    side.unlink(missing_ok=True)  # until the new sidecar is written the entry is incomplete
     sha = save_classifier(model, info, path)
-    keep = "test_acc train_time_s epochs seed batch_size n_train n_test shape".split()
+    keep = (
+        "test_acc train_time_s epochs seed batch_size n_train n_test shape device threads".split()
+    )
     meta = {"dataset": dataset, "path": str(path), "sha256": sha, **{k: info[k] for k in keep}}
-    meta |= {"data_cache": info["data_cache"], "gankit": __version__}
-    meta["time"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    meta |= {"data_cache": info["data_cache"], "gankit": __version__, "torch": torch.__version__}
+    meta |= {"command": command, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     write_json(meta, side)  # written last: the sidecar's presence marks a complete cache entry
     if progress:
         print(
@@ -385,7 +462,53 @@ def fit_and_cache(
             f"{info['train_time_s']:.1f} s -> {path}",
             file=sys.stderr,
         )
-    return {**meta, "reused": False}
+    return {**meta, "source": "local", "reused": False}
+
+
+def export_packaged(
+    dataset: str, cache_dir: str = "", dest: str | os.PathLike = "", command: str = ""
+) -> dict[str, Any]:
+    """Copy the local refit of `dataset` into the packaged layout (for gankit's maintainers).
+
+    Writes <dest>/classifier_<dataset>.pt (a byte-for-byte copy, so the sha256 is the local one) and
+    its .json sidecar, then put the printed sha256 into PACKAGED_SHA256. dest defaults to the
+    gankit/weights folder of this installation (the source tree, for an editable install):
+
+        gankit classifier fit mnist --threads 1 --force --cache-dir /tmp/clf
+        python -c "from gankit.metrics.classifier import export_packaged as e; e('mnist', '/tmp/clf')"
+
+    Args:
+        command: the command that made the file (default: the one the local sidecar recorded).
+
+    Returns:
+        The packaged sidecar: {"dataset", "file", "sha256", "test_acc", "epochs", "seed",
+        "batch_size", "n_train", "n_test", "shape", "gankit", "torch", "threads", "device",
+        "train_time_s", "time", "command"}.
+    """
+    from gankit import __version__
+
+    path = classifier_path(dataset, cache_dir)
+    if not _has_local(dataset, cache_dir):
+        raise GankitError(f"no local {dataset} classifier in {path} to export")
+    _, info = get_classifier(dataset, cache_dir)  # verified against its sidecar
+    out = Path(dest) if dest else packaged_path(dataset).parent
+    target = out / f"classifier_{dataset}.pt"
+    out.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(path.read_bytes())
+    keep = "test_acc epochs seed batch_size n_train n_test shape threads device train_time_s time"
+    meta = {"dataset": dataset, "file": target.name, "sha256": _sha256(target)}
+    meta |= {k: info[k] for k in keep.split()}
+    # a sidecar from before these fields: the exporting build and version
+    meta |= {
+        "gankit": info.get("gankit", __version__),
+        "torch": info.get("torch", torch.__version__),
+    }
+    meta["command"] = command or info.get("command", "")
+    if meta["sha256"] != info["sha256"]:
+        raise GankitError(f"copying {path} to {target} changed its sha256")
+    write_json(meta, _sidecar(target))
+    _sidecar(target).chmod(0o644)  # package data is world-readable (write_json's temp file is not)
+    return meta
 
 
 # ---- predictions and metrics
