@@ -8,7 +8,7 @@ from PIL import Image
 
 from gankit.cli import main
 from gankit.config import load_config
-from gankit.train import fake_labels, train
+from gankit.trainer import fake_labels, train
 from tests.test_train_images import image_overrides, stripes  # noqa: F401 (fixture)
 
 
@@ -97,7 +97,7 @@ def test_class_on_an_unconditional_model_is_an_error(stripes, tmp_path, capsys):
 
 
 def test_conditional_step_feeds_fake_labels_to_g_and_d(stripes, tmp_path, monkeypatch):  # noqa: F811
-    from gankit import train as train_mod
+    from gankit import trainer as train_mod
 
     seen = []
     real_fn = train_mod.fake_labels

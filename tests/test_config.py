@@ -128,3 +128,38 @@ def test_config_dict_round_trip_is_plain():
     assert isinstance(d["optim"]["betas_g"], list)
     assert config_from_dict(d) == cfg
     assert isinstance(Config(), Config)
+
+
+@pytest.mark.parametrize(("preset", "overrides", "match"), [
+    ("toy_ring", ["optim.lr_d=.nan"], "optim.lr_d must be a finite number >= 0, got nan"),
+    ("toy_ring", ["optim.lr_g=.inf"], "optim.lr_g must be a finite number >= 0, got inf"),
+    ("toy_ring", ["loss.r1_weight=.nan"], "loss.r1_weight"),
+    ("toy_ring", ["loss.gp_weight=-.inf"], "loss.gp_weight"),
+    ("toy_ring", ["train.ema_decay=.nan"], "train.ema_decay must be in"),
+    ("toy_ring", ["seed=18446744073709551616"], r"seed must be in \[0, 2\*\*63 - 1\]"),
+    ("toy_ring", ["seed=-1"], "seed must be in"),
+    ("toy_ring", ["data.params.num_modes=0"], "data.params: num_modes must be a positive"),
+    ("toy_grid", ["data.params.std=-0.1"], "data.params: std must be a positive"),
+    ("gauss1d", ["data.params.std=0"], "data.params: std"),
+    ("toy_ring", ["optim.d_steps=1000000"], r"optim.d_steps must be in \[1, 100\]"),
+    ("toy_ring", ["model.g.hidden=[0]"], "model.g.hidden: layer sizes must be >= 1"),
+    ("toy_ring", ["model.d.hidden=[]"], "model.d.hidden"),
+    ("toy_ring", ["model.d.dropout=1.5"], "model.d.dropout must be in"),
+    ("dcgan_mnist", ["data.img_size=7"], "data.img_size=7: DCGAN models need"),
+    ("dcgan_mnist", ["data.img_size=30"], "data.img_size=30"),
+    ("dcgan_mnist", ["data.img_size=100000"], r"data.img_size must be in \[1, 1024\]"),
+    ("dcgan_mnist", ["model.g.ngf=0"], "model.g.ngf must be >= 1"),
+    ("cdcgan_mnist", ["model.num_classes=3"], "model.num_classes=3 but mnist has 10 classes"),
+])  # fmt: skip
+def test_config_holes_are_one_line_errors_before_any_work(preset, overrides, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        load_config(preset, overrides)
+    assert "\n" not in str(err.value)
+
+
+def test_the_users_steps_win_over_the_presets_epochs():
+    assert load_config("dcgan_mnist").train.epochs == 5
+    cfg = load_config("dcgan_mnist", ["train.steps=40"])
+    assert (cfg.train.steps, cfg.train.epochs) == (40, 0)
+    both = load_config("dcgan_mnist", ["train.steps=40", "train.epochs=2"])
+    assert both.train.epochs == 2  # both given: epochs counts, as documented

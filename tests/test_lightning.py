@@ -34,7 +34,7 @@ def cfg(tiny_overrides):
 def _reference(cfg, n):
     """gankit's own loop body (train.train without logging): set_lr, train_step, ema_update."""
     from gankit.data import data_from_config
-    from gankit.train import build_state, ema_update, set_lr, total_steps, train_step
+    from gankit.trainer import build_state, ema_update, set_lr, total_steps, train_step
 
     data = data_from_config(cfg)
     state = build_state(cfg, data.shape, torch.device("cpu"))

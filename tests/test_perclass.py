@@ -25,7 +25,7 @@ from gankit.data.images import to_float
 from gankit.losses import LOSSES
 from gankit.perclass import epoch_events, load_pair, pair_classes, train_per_class
 from gankit.sample import generate
-from gankit.train import NonFiniteLossError, TrainingInterrupted, train
+from gankit.trainer import NonFiniteLossError, TrainingInterrupted, train
 from gankit.utils import GankitError, read_jsonl
 
 TRAIN_COUNTS = [8, 10, 5]  # training images per class after the hash split

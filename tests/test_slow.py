@@ -14,7 +14,7 @@ import torch
 from gankit.checkpoint import load_checkpoint
 from gankit.config import load_config
 from gankit.run import eval_run
-from gankit.train import train
+from gankit.trainer import train
 
 pytestmark = pytest.mark.slow
 

@@ -232,7 +232,7 @@ def test_wandb_offline_run_reads_back_and_never_touches_the_network(tmp_path):
 
 def test_training_with_track_tensorboard_mirrors_metrics_and_grids(tmp_path):
     from gankit.config import load_config
-    from gankit.train import train
+    from gankit.trainer import train
     from gankit.utils import read_jsonl
     from tests.test_train_images import image_overrides, make_stripes
 

@@ -12,7 +12,7 @@ from gankit.checkpoint import load_checkpoint
 from gankit.config import load_config
 from gankit.fastmlp import AdamKernel, eligible, make_fast_step
 from gankit.losses import LOSSES
-from gankit.train import NonFiniteLossError, build_state, train, train_step
+from gankit.trainer import NonFiniteLossError, build_state, train, train_step
 
 
 def _params(m):
@@ -193,7 +193,7 @@ def test_snapshots_do_not_touch_batchnorm_statistics(tmp_path, tiny_overrides):
 
 def test_ema_tracks_the_moving_average_and_is_what_gets_sampled(tmp_path, tiny_overrides):
     from gankit.checkpoint import load_generator
-    from gankit.train import ema_update
+    from gankit.trainer import ema_update
 
     ema, net = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     expected = [0.9 * e + 0.1 * p for e, p in zip(ema.parameters(), net.parameters(), strict=True)]

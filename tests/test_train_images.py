@@ -14,7 +14,7 @@ from PIL import Image
 from gankit.checkpoint import load_checkpoint
 from gankit.cli import main
 from gankit.config import load_config
-from gankit.train import Probes, _observe, build_state, train
+from gankit.trainer import Probes, _observe, build_state, train
 
 
 def make_stripes(root):

@@ -11,7 +11,7 @@ def __getattr__(name: str):  # lazy, so `import gankit` and `gankit --help` stay
 
         return getattr(config, name)
     if name == "train":
-        from gankit.train import train
+        from gankit.trainer import train
 
         return train
     if name == "load_generator":

@@ -65,12 +65,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         cfg = load_config(args.config, args.set)
         run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(Path(args.config).stem)
-        check_new_run_dir(run_dir)
+        check_new_run_dir(run_dir, clear=False)  # train() clears a restartable one
     if args.dry_run:
         print(to_yaml(cfg), end="")
         print(f"# run directory: {run_dir}")
         return 0
-    from gankit.train import train
+    from gankit.trainer import train
 
     print(f"run directory: {run_dir}", flush=True)
     state = train(cfg, run_dir, resume=args.resume)
@@ -117,16 +117,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_classifier(args: argparse.Namespace) -> int:
     from gankit.data import build_data
-    from gankit.metrics.classifier import fit_and_cache
+    from gankit.metrics.classifier import PACKAGED_SHA256, classifier_info, fit_and_cache
 
-    options = {"root": args.data_root or "", "cache_dir": args.cache_dir or ""}
-    data = build_data(args.dataset, {}, args.seed, 128, options=options)
-    info = fit_and_cache(args.dataset, data, epochs=args.epochs, seed=args.seed,
-                         cache_dir=args.cache_dir or "", force=args.force, device=args.device,
-                         threads=args.threads)  # fmt: skip
-    again = " (the cached one; --force refits)" if info.get("reused") else ""
-    print(f"{args.dataset} classifier: test accuracy {100 * info['test_acc']:.2f} %{again}")
-    print(f"cached: {info['path']} (sha256 {info['sha256'][:16]}...)")
+    cache_dir, name = args.cache_dir or "", args.dataset
+    # without --force: the classifier the metrics use (packaged or an earlier local refit), no data
+    info = None if args.force else classifier_info(name, cache_dir)
+    refitted = info is None
+    if refitted:
+        options = {"root": args.data_root or "", "cache_dir": cache_dir}
+        data = build_data(name, {}, args.seed, 128, options=options)
+        command = (f"gankit classifier fit {name} --epochs {args.epochs} --seed {args.seed} "
+                   f"--device {args.device} --threads {args.threads} --force")  # fmt: skip
+        info = fit_and_cache(name, data, epochs=args.epochs, seed=args.seed, cache_dir=cache_dir,
+                             force=True, device=args.device, threads=args.threads,
+                             command=command)  # fmt: skip
+    acc = f"{name} classifier: test accuracy {100 * info['test_acc']:.2f} %"
+    sha = f"sha256 {info['sha256'][:16]}..."
+    if info["source"] == "packaged":
+        print(f"{acc}, {sha} (packaged; --force refits locally)\nfile: {info['path']}")
+        return 0
+    state = "fitted now" if refitted else "an earlier local refit; --force refits again"
+    print(f"{acc}, {sha} ({state})\ncached: {info['path']}")
+    if name in PACKAGED_SHA256:
+        same = " (identical to the packaged one)" if info["sha256"] == PACKAGED_SHA256[name] else ""
+        print(f"records now use this local refit (source local){same} instead of the packaged "
+              f"classifier; to go back to it, delete {info['path']}")  # fmt: skip
     return 0
 
 
@@ -219,6 +234,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     lookup(BENCHES, args.name, "benchmark")(args)
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from gankit.sweep import parse_seeds, run_sweep
+
+    seeds = parse_seeds(args.seeds)  # a bad --seeds fails before anything is loaded
+    metrics = [m for m in args.metrics.split(",") if m] if args.metrics else None
+    result = run_sweep(args.config, seeds, args.set, metrics, args.out, jobs=args.jobs, n=args.n,
+                       report=lambda line: print(line, flush=True))  # fmt: skip
+    print(result.table)
+    print(f"wrote {result.out / 'summary.json'} and summary.md")
+    return 1 if result.failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,6 +396,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--out", help="also write the results as JSON to this file")
     b.set_defaults(func=cmd_bench)
+
+    sw = sub.add_parser("sweep", help="train and evaluate one config under several seeds; mean ± se",
+                        epilog="examples:\n"
+                               "  gankit sweep toy_ring --seeds 0-4\n"
+                               "  gankit sweep toy_ring --seeds 0-9 --set optim.lr_d=1e-4 --jobs 2\n"
+                               "  gankit sweep my.yaml --seeds 0,2,5 --metrics modes,sliced_w1 --n 1000\n"
+                               "\nRe-running the same command continues an interrupted sweep: finished "
+                               "seeds are not\nretrained, interrupted ones resume from their checkpoint, "
+                               "matching evaluations are reused.\n"
+                               "Layout: DIR/sweep.json, DIR/seed_<s>/ (a run directory each), "
+                               "DIR/summary.json, DIR/summary.md",
+                        formatter_class=raw)  # fmt: skip
+    sw.add_argument("config", metavar="PRESET|FILE.yaml")
+    sw.add_argument("--seeds", required=True,
+                    help="seeds to run, e.g. 0-4, 0,2,5 or 3 (at most 1000)")  # fmt: skip
+    sw.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value for every seed (repeatable)")  # fmt: skip
+    sw.add_argument("--metrics", help="comma-separated metric names (default: eval.metrics, "
+                    "else the dataset's)")  # fmt: skip
+    sw.add_argument(
+        "--n", type=positive, help="generated samples (default: each metric's protocol)"
+    )
+    sw.add_argument("--jobs", type=positive, default=1,
+                    help="seeds run at once, each in its own process (default 1); train.threads "
+                         "becomes cpu_count // jobs unless --set")  # fmt: skip
+    sw.add_argument("--out", metavar="DIR",
+                    help="sweep directory (default: runs/sweep-<preset name>)")  # fmt: skip
+    sw.set_defaults(func=cmd_sweep)
     return p
 
 
@@ -388,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gankit: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
-        from gankit.train import TrainingInterrupted
+        from gankit.trainer import TrainingInterrupted
 
         if isinstance(e, TrainingInterrupted):
             print(f"gankit: {e}", file=sys.stderr)

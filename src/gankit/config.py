@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -319,10 +320,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set each dotted `key=value` in the nested raw dict (new dict; input untouched)."""
+    """Set each dotted `key=value` in the nested raw dict (new dict; input untouched).
+
+    The last word wins over the source's run length: setting train.steps (and not train.epochs) on
+    a config that counts epochs sets train.epochs to 0, so N steps are trained.
+    """
     import copy
 
     raw = copy.deepcopy(raw)
+    keys = {".".join(parse_override(o)[0]) for o in overrides}
+    if "train.steps" in keys and "train.epochs" not in keys and isinstance(raw.get("train"), dict):
+        raw["train"]["epochs"] = 0
     for text in overrides:
         parts, value = parse_override(text)
         node = raw
@@ -338,7 +346,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config:
-    """Preset name or YAML path, plus `--set` overrides -> a validated Config."""
+    """Preset name or YAML path, plus `--set` overrides -> a validated Config.
+
+    The user's last word wins over the preset's length: `--set train.steps=N` on a preset that
+    counts epochs trains N steps (train.epochs becomes 0), unless train.epochs is also set.
+    """
     raw = apply_overrides(read_source(name_or_path), overrides or [])
     cfg = from_dict(Config, raw)
     validate(cfg)
@@ -425,11 +437,21 @@ def validate(cfg: Config) -> None:
         "loss.r2_weight": cfg.loss.r2_weight,
     }
     for key, v in positive.items():
-        if v <= 0:
+        if not v > 0:  # also NaN
             raise ConfigError(f"{key} must be > 0, got {v}")
     for key, v in non_negative.items():
-        if v < 0:
-            raise ConfigError(f"{key} must be >= 0, got {v}")
+        if not v >= 0 or v == math.inf:  # NaN and inf too
+            raise ConfigError(f"{key} must be a finite number >= 0, got {v}")
+    for key, v, hi in (("optim.d_steps", cfg.optim.d_steps, MAX_UPDATES),
+                       ("optim.g_steps", cfg.optim.g_steps, MAX_UPDATES),
+                       ("data.batch_size", cfg.data.batch_size, MAX_BATCH),
+                       ("data.img_size", cfg.data.img_size, MAX_IMG_SIZE)):  # fmt: skip
+        if v > hi:
+            raise ConfigError(f"{key} must be in [1, {hi}], got {v}")
+    if not 0 <= cfg.seed < 2**63:
+        raise ConfigError(f"seed must be in [0, 2**63 - 1], got {cfg.seed}")
+    _validate_model_sizes(cfg)
+    _validate_data(cfg, builder)
     if cfg.data.channels not in (0, 1, 3):
         raise ConfigError(
             f"data.channels: {cfg.data.channels} is not valid; choose from: 1, 3 (0 = native)"
@@ -442,6 +464,56 @@ def validate(cfg: Config) -> None:
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ConfigError(f"{key} must be in [0, 1), got {list(betas)}")
     _validate_stabilisers(cfg)
+
+
+MAX_UPDATES = 100  # optim.d_steps / g_steps: each D update holds its own batch in memory
+MAX_BATCH = 65536
+MAX_IMG_SIZE = 1024
+# class counts of the labelled standard datasets, known without reading them
+DATASET_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "stacked_mnist": 1000}
+
+
+def _validate_model_sizes(cfg: Config) -> None:
+    """Layer sizes, dropout and the DCGAN image size, checked before any data is read."""
+    for part in ("g", "d"):
+        kw = getattr(cfg.model, part)
+        hidden = kw.get("hidden")
+        if hidden is not None and (not hidden or any(h < 1 for h in hidden)):
+            raise ConfigError(f"model.{part}.hidden: layer sizes must be >= 1, got {list(hidden)}")
+        for key in ("ngf", "ndf"):
+            if key in kw and kw[key] < 1:
+                raise ConfigError(f"model.{part}.{key} must be >= 1, got {kw[key]}")
+        dropout = kw.get("dropout", 0.0)
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"model.{part}.dropout must be in [0, 1), got {dropout}")
+    if cfg.model.name.startswith("dcgan") and cfg.data.img_size:
+        from gankit.models.dcgan import _layout
+
+        try:
+            _layout((1, cfg.data.img_size, cfg.data.img_size))
+        except ValueError:
+            raise ConfigError(
+                f"data.img_size={cfg.data.img_size}: DCGAN models need 7 or 4 times a power of "
+                "two, e.g. 28, 32, 64, 128"
+            ) from None
+
+
+def _validate_data(cfg: Config, builder: Any) -> None:
+    """Toy parameters (by building the density, which is cheap) and class counts."""
+    from gankit.data import TOYS
+
+    if cfg.data.name in TOYS:
+        try:
+            builder(**cfg.data.params)
+        except ValueError as e:
+            raise ConfigError(f"data.params: {e}") from None
+    known = DATASET_CLASSES.get(cfg.data.name)
+    k = cfg.model.num_classes
+    if k and known is not None and k != known and not cfg.train.per_class:
+        raise ConfigError(
+            f"model.num_classes={k} but {cfg.data.name} has {known} classes; set "
+            f"model.num_classes={known} (conditional) or 0 (unconditional)"
+        )
 
 
 def _validate_stabilisers(cfg: Config) -> None:

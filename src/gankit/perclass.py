@@ -36,7 +36,7 @@ from gankit.data.images import gather, to_float
 from gankit.metrics.dstats import d_output_stats
 from gankit.models import build_models
 from gankit.sample import generate, sample_z
-from gankit.train import (
+from gankit.trainer import (
     LOG_KEYS,
     TrainState,
     _check_resume_config,

@@ -28,12 +28,48 @@ def new_run_dir(name: str, root: str | Path = "runs") -> Path:
     return root / f"{max(taken, default=0) + 1:05d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
 
 
-def check_new_run_dir(run_dir: Path) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
+def check_new_run_dir(run_dir: Path, *, clear: bool = True) -> None:
+    """Refuse to start a run in a directory that holds one, unless it has nothing to lose.
+
+    A run killed before its first checkpoint (config.yaml, metrics.jsonl, env.json, grids, but no
+    checkpoints/*.pt and no eval.jsonl records) can be neither resumed nor kept, so it is restarted:
+    with `clear` its contents are deleted (a warning says so). Anything else there, a checkpoint or
+    a file a run does not write, is a GankitError.
+    """
+    import logging
+    import shutil
+
+    from gankit.rundir import LOCK_NAME  # held by the caller while it trains: not a run's file
+
+    if not run_dir.exists() or not any(p.name != LOCK_NAME for p in run_dir.iterdir()):
+        return
+    ckpts = sorted((run_dir / "checkpoints").glob("*.pt"), key=lambda p: p.name != "last.pt")
+    if ckpts:
         raise GankitError(
-            f"run directory {run_dir} already exists and is not empty; "
+            f"run directory {run_dir} already exists with a checkpoint (checkpoints/{ckpts[0].name}); "
             "pass --resume to continue it or choose another --run-dir"
         )
+    # what train() writes before its first checkpoint (tensorboard/wandb: track.*)
+    run_files = {"config.yaml", "env.json", "metrics.jsonl", "eval.jsonl", "reals.png", "samples",
+                 "plots", "checkpoints", "tensorboard", "wandb"}  # fmt: skip
+    others = sorted(p.name for p in run_dir.iterdir() if p.name not in run_files | {LOCK_NAME})
+    if others or not (run_dir / "config.yaml").is_file() or read_jsonl(run_dir / "eval.jsonl"):
+        why = f"it holds {others[0]}" if others else "it is not an unfinished run"
+        raise GankitError(
+            f"run directory {run_dir} already exists and is not empty ({why}); "
+            "pass --resume to continue it or choose another --run-dir"
+        )
+    logging.getLogger(__name__).warning(
+        "%s holds a run stopped before its first checkpoint; starting it again from step 0", run_dir
+    )
+    if clear:
+        for p in run_dir.iterdir():
+            if p.name == LOCK_NAME:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
 
 
 def resolve(path: str | Path) -> tuple[Path | None, Path]:
@@ -74,8 +110,9 @@ def eval_run(
     """Evaluate a run's last checkpoint (or a checkpoint file) under each metric's protocol.
 
     Records carry their protocol (n_fake, n_real, reference split, seed, extractor and weights hash,
-    gankit version) and are appended to the run's eval.jsonl. `n` overrides each metric's sample count;
-    `floor` evaluates real training images in place of generated ones. `options`: see EvalContext.
+    gankit version) and are appended to the run's eval.jsonl (a warning when it cannot be written).
+    `n` overrides each metric's sample count; `floor` evaluates real training images in place of
+    generated ones. `options`: see EvalContext.
     """
     from gankit import __version__
     from gankit.config import lookup
@@ -90,12 +127,21 @@ def eval_run(
     for name in names:  # every name checked before hours of computing
         lookup(METRICS, name, "metric")
     records = []
+    log_to = run_dir / "eval.jsonl" if run_dir is not None else None
     for name in names:  # each record kept as soon as it is computed: a later failure loses nothing
         r = evaluate(ctx, name)
         r.update(step=ckpt["step"], dataset=cfg.data.name, checkpoint=str(ckpt_path),
                  gankit_version=__version__, time=time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
-        if run_dir is not None:
-            append_jsonl(r, run_dir / "eval.jsonl")
+        if log_to is not None:
+            try:
+                append_jsonl(r, log_to)
+            except OSError as e:  # a read-only or full run directory: the numbers are still good
+                import logging
+
+                logging.getLogger(__name__).warning(
+                    "could not append to %s: %s; results printed only", log_to, e
+                )
+                log_to = None  # one warning, not one per metric
         records.append(r)
     return records
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
+import operator
 import os
 import platform
 import random
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -52,27 +56,146 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call `write(tmp_path)` then rename over `path`, so a crash never leaves a half-written file."""
+class NoSpaceError(GankitError):
+    """The disk (or quota) filled up during an atomic write; the previous file is intact."""
+
+
+# temp files this process is writing right now (see remove_stale_temps)
+_IN_FLIGHT: set[str] = set()
+# the end of a temp file's name after ".{name}.": [pid.]XXXXXXXX.tmp (8 mkstemp characters)
+_TEMP_TAIL = re.compile(r"(?:(\d+)\.)?[a-z0-9_]{8}\.tmp")
+# torch.save reports a full disk as a RuntimeError from its zip writer, not as an OSError
+_TORCH_WRITE_FAILED = re.compile(
+    r"inline_container\.cc.*unexpected pos|PytorchStreamWriter failed writ"
+)
+
+
+def file_mode() -> int:
+    """The mode a plain `open(path, "w")` gives a new file: 0o666 minus the process umask."""
+    try:  # Linux >= 4.7 shows the umask without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    # elsewhere the only way to read the umask is to set it (process-wide, for an instant)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _is_no_space(e: BaseException) -> bool:
+    """A full disk or quota, possibly wrapped by torch's zip writer."""
+    codes = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+    for _ in range(4):  # the exception and the errors it was raised from
+        if isinstance(e, OSError) and e.errno in codes:
+            return True
+        if isinstance(e, RuntimeError) and _TORCH_WRITE_FAILED.search(str(e)):
+            return True
+        e = e.__cause__ or e.__context__
+        if e is None:
+            return False
+    return False
+
+
+def atomic_write(path: str | os.PathLike, write: Any, *, size: int | None = None) -> Path:
+    """Call `write(tmp_path)` then rename over `path`, so a crash never leaves a half-written file.
+
+    The file gets the usual permissions (0o666 minus the umask), not mkstemp's 0600. A full disk is
+    a NoSpaceError naming `path` and `size` (the expected bytes, when the caller knows them); the
+    temp file is removed and an existing `path` is untouched. Temp files are named
+    `.{name}.{pid}.XXXXXXXX.tmp` so that `remove_stale_temps` can tell whose they are.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        prefix = f".{path.name}.{os.getpid()}."
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
+        _IN_FLIGHT.add(os.path.abspath(tmp))
+        os.close(fd)
+        os.chmod(tmp, file_mode())
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as e:
+        written = 0
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                written = os.path.getsize(tmp)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(e, Exception) and _is_no_space(e):
+            raise _no_space(path, max(size or 0, written)) from e
         raise
+    finally:
+        if tmp is not None:
+            _IN_FLIGHT.discard(os.path.abspath(tmp))
     return path
+
+
+def _no_space(path: Path, size: int) -> NoSpaceError:
+    previous = path.stat().st_size if path.is_file() else 0
+    need = max(size, previous)  # a rewrite is usually about as large as the file it replaces
+    amount = f"need about {max(1, -(-need // 10**6))} MB free; " if need else ""
+    kept = "the previous file is intact" if path.exists() else f"{path.name} was not created"
+    return NoSpaceError(f"no space left on device writing {path} ({amount}{kept})")
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete the temp files of `atomic_write(path)` calls whose process was killed; returns them.
+
+    A temp file is stale when the pid in its name is not a running process, or is this process but
+    not a write in progress. Legacy names without a pid are always removed, so call this only where
+    one process writes `path` (a run's checkpoints). Other files are never touched.
+    """
+    path = Path(path)
+    prefix, removed = f".{path.name}.", []
+    try:
+        names = [e.name for e in os.scandir(path.parent)]
+    except OSError:
+        return removed
+    for name in names:
+        m = _TEMP_TAIL.fullmatch(name[len(prefix) :]) if name.startswith(prefix) else None
+        tmp = path.parent / name
+        if m is None or (m.group(1) is not None and _in_use(int(m.group(1)), str(tmp))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def _in_use(pid: int, tmp: str) -> bool:
+    """Whether the temp file `tmp` written by process `pid` may still be being written."""
+    if pid == os.getpid():
+        return os.path.abspath(tmp) in _IN_FLIGHT
+    if os.name != "posix" or pid <= 0:  # os.kill(pid, 0) only probes on POSIX; 0 is a group
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: alive, another user's
+        return True
+    return True
+
+
+def _nbytes(obj: Any) -> int:
+    """Bytes of the tensors in a nest of dicts/lists/tuples: about what torch.save writes."""
+    if isinstance(obj, torch.Tensor):
+        return obj.nelement() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(_nbytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_nbytes(v) for v in obj)
+    return 0
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """torch.save `obj` atomically (temp file in the same directory + os.replace)."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp), size=_nbytes(obj))
 
 
 @contextlib.contextmanager
@@ -156,7 +279,22 @@ def make_generator(
     Separate streams (data order, fixed sample noise, evaluation noise) never perturb each other, so
     changing e.g. the evaluation sample size cannot change training.
     """
-    key = (seed, *stream)
-    # tuple hashing of ints/strs is not salted for ints; strs are folded in by a stable byte sum.
-    folded = tuple(sum(s.encode()) * 1_000_003 + len(s) if isinstance(s, str) else s for s in key)
-    return torch.Generator(device).manual_seed(hash(folded) & 0x7FFF_FFFF_FFFF_FFFF)
+    return torch.Generator(device).manual_seed(stream_seed(seed, *stream))
+
+
+def stream_seed(seed: int, *stream: int | str) -> int:
+    """A 63-bit seed for the stream `(seed, *stream)`: BLAKE2b of the whole key, type-tagged.
+
+    Every distinct key gives its own seed (no folding: `"fixed_noise"` and `"train_fixed"` differ, and
+    `(1, "a")` differs from `("1", "a")`), stable across processes, machines and Python versions.
+    """
+    parts = []
+    for s in (seed, *stream):
+        if isinstance(s, str):
+            parts.append(f"s{len(s)}:{s}")
+        elif isinstance(s, bool) or not hasattr(s, "__index__"):
+            raise TypeError(f"stream keys are integers or strings, got {s!r}")
+        else:
+            parts.append(f"i:{operator.index(s)}")
+    digest = hashlib.blake2b("|".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF

@@ -132,7 +132,7 @@ def gankit_run(size: int, steps: int, root: Path, levers: list[str], warmup: int
     checkpoints happen only at the last step, after the timed windows.
     """
     from gankit.config import load_config
-    from gankit.train import train
+    from gankit.trainer import train
 
     steps = -(-steps // warmup) * warmup
     total = warmup + steps

@@ -71,7 +71,7 @@ def one_pass(root: Path, extra: list[str]) -> int:
 def alternate(root: Path, totals: dict[str, int], tmp: Path) -> tuple[dict, dict]:
     """Train the sides in turns of CHUNK steps up to `totals`, in tmp/SIDE; returns each side's
     seconds per step of every chunk and its wall time of the train() calls (restarts included)."""
-    from gankit.train import train
+    from gankit.trainer import train
 
     done, wall = dict.fromkeys(SIDES, 0), dict.fromkeys(SIDES, 0.0)
     chunks: dict[str, list[float]] = {side: [] for side in SIDES}

@@ -69,7 +69,7 @@ def gankit_run(steps: int | None, run_dir: Path) -> tuple[float, int, float]:
     Returns (steps/s, steps, wall seconds); wall time includes data, logging, snapshots and checkpoints.
     """
     from gankit.config import load_config
-    from gankit.train import train
+    from gankit.trainer import train
 
     overrides = [f"train.epochs={EPOCHS}", f"data.n_points={N_POINTS}", f"data.batch_size={BATCH}",
                  "train.progress=false", f"model.z_dim={Z_DIM}"]  # fmt: skip

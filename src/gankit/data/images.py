@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from gankit.data import readers
@@ -30,6 +32,7 @@ from gankit.utils import atomic_write, make_generator, write_json
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1  # bump when the decoded pixels of any builder change
+SIZE_PROBES = 16  # image headers read to check data.img_size before decoding a folder
 COMMON_OPTIONS = ("root", "img_size", "channels", "download", "skip_bad", "cache_dir")
 
 __all__ = ["COMMON_OPTIONS", "DataError", "ImageSet", "ImageSource", "to_float", "to_uint8"]
@@ -93,8 +96,12 @@ def _cached(
     """
     key = hashlib.sha256(json.dumps([name, settings, CACHE_VERSION], sort_keys=True).encode())
     for p in sources:  # fingerprint: a changed, added or removed file gives a new key
-        st = p.stat()
-        key.update(f"{os.path.relpath(p, base)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            st = p.stat()
+            stamp = f"{st.st_size}\0{st.st_mtime_ns}"
+        except OSError as e:  # a dangling symlink or a loop: the decoder skips or reports it
+            stamp = f"unreadable {e.errno}"
+        key.update(f"{os.path.relpath(p, base)}\0{stamp}\n".encode())
     cache = Path(cache_dir or os.environ.get("GANKIT_CACHE") or "~/.cache/gankit").expanduser()
     prefix = f"{cache / name}-{key.hexdigest()[:16]}"
     files = {s: Path(f"{prefix}-{s}") for s in ("train.npy", "test.npy", "labels.npz", "meta.json")}
@@ -120,10 +127,6 @@ def _cached(
         meta = {"name": name, "source": str(base), "settings": settings, "version": CACHE_VERSION}
         meta |= {"classes": info["classes"], "skipped": sorted(info["skipped"]), "seconds": seconds}
         write_json(meta, files["meta.json"])  # written last: its presence marks a complete cache
-        umask = os.umask(0)
-        os.umask(umask)
-        for p in files.values():  # temp files are 0600; a shared cache must be readable by others
-            p.chmod(0o666 & ~umask)
         log.info("decoded %s into %s in %.1f s", name, prefix, seconds)
     meta = json.loads(files["meta.json"].read_text())
     with np.load(files["labels.npz"]) as z:
@@ -143,6 +146,60 @@ def _cached(
     )
 
 
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e7 else f"{n / 1e6:.2f} MB"
+
+
+def _check_free_space(cache: Path, n: int, channels: int, size: int) -> None:
+    """A one-line DataError, before anything is decoded, when n images of (channels, size, size)
+    uint8 will not fit in the free space of the cache's filesystem."""
+    need = n * channels * size * size
+    free = shutil.disk_usage(cache).free
+    # 5 % + 1 MiB of margin: labels, metadata, filesystem overhead, and room for everything else
+    if need + need // 20 + 2**20 > free:
+        raise DataError(
+            f"data.img_size {size}: the cache of {n} images ({channels}x{size}x{size}) needs about "
+            f"{_gb(need)} but {cache} has {_gb(free)} free; lower data.img_size, free disk space "
+            "or set data.cache_dir to a larger disk"
+        )
+
+
+def _check_source_size(
+    img_dir: Path, rels: list[str], size: int, crop: int, skip_bad: bool
+) -> None:
+    """A one-line DataError, before decoding, when the images are smaller than img_size (or crop).
+
+    Reads the headers of up to SIZE_PROBES files spread over `rels`. Without skip_bad one image too
+    small is the error decoding would stop at later; with skip_bad it takes all of them, since
+    decoding would skip every file and only then fail. Unreadable files are left to the decoder.
+    """
+    need = max(size, crop)
+    key, value = ("data.params.crop", crop) if crop > size else ("data.img_size", size)
+    want = f"{key.split('.')[-1]} {value}"  # decode_image's words: "crop 101", "img_size 64"
+    k = min(len(rels), SIZE_PROBES)
+    picks = sorted({round(i * (len(rels) - 1) / max(k - 1, 1)) for i in range(k)})
+    small, sides = [], []
+    for i in picks:
+        try:
+            with Image.open(img_dir / rels[i]) as img:
+                w, h = img.size
+        except Exception:  # noqa: BLE001 (a bad file is the decoder's to report or skip)
+            continue
+        sides.append(min(w, h))
+        if min(w, h) < need:
+            small.append(f"{rels[i]} is {w}x{h}, too small for {want}")
+    if small and not skip_bad:
+        raise DataError(
+            f"{key} {value} is larger than the source images: in {img_dir}, {small[0]}; use "
+            f"{key} <= {min(sides)} or set data.skip_bad=true to skip small images"
+        )
+    if small and len(small) == len(sides):
+        raise DataError(
+            f"no usable training images in {img_dir}: {key} {value} is larger than every image "
+            f"checked ({len(sides)} of {len(rels)}; e.g. {small[0]}); use {key} <= {max(sides)}"
+        )
+
+
 def _array_set(
     name: str, base: Path, sources: list[Path], load: Callable, settings: dict, cache_dir: str
 ) -> ImageSet:
@@ -151,6 +208,7 @@ def _array_set(
 
     def build(train_path: Path, test_path: Path) -> dict:
         tx, ty, vx, vy, classes = load()  # (N, C, h, w) uint8 at native size
+        _check_free_space(train_path.parent, len(tx) + len(vx), channels, size)
         for path, x in ((train_path, tx), (test_path, vx)):
             chunks = readers.convert_chunks(x, size, channels)
             readers.write_npy(path, len(x), (channels, size, size), chunks)
@@ -181,6 +239,8 @@ def _files_set(
         )
 
     def build(train_path: Path, test_path: Path) -> dict:
+        _check_source_size(img_dir, rels, size, crop, settings["skip_bad"])
+        _check_free_space(train_path.parent, len(rels), channels, size)
         out: dict = {"classes": classes, "skipped": []}
         for split, path in (("train", train_path), ("test", test_path)):
             idx = [i for i, t in enumerate(is_test) if t == (split == "test")]

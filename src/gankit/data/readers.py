@@ -6,6 +6,7 @@ raises a one-line `DataError` naming the file when it cannot. Caching and batchi
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import multiprocessing
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-from gankit.utils import GankitError, atomic_write
+from gankit.utils import GankitError, atomic_write, file_mode
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 CHUNK = 1024  # images per chunk when converting arrays or streaming decoded images to the cache
@@ -277,17 +278,51 @@ def decode_files(
             pool.terminate()
 
 
+def preallocate(path: str | os.PathLike, start: int, length: int) -> None:
+    """Reserve disk blocks for bytes [start, start + length) of the file `path`.
+
+    A memory map over a sparse file that the disk cannot back kills the process with SIGBUS when a
+    page is first written; allocating up front turns a full disk into an OSError (ENOSPC) instead.
+    Where posix_fallocate is missing or unsupported by the filesystem, zeros are written.
+    """
+    if length <= 0:
+        return
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), start, length)
+            return
+        except AttributeError:  # not on macOS / Windows
+            pass
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+        f.seek(start)
+        zeros = bytes(min(length, 1 << 20))
+        for i in range(0, length, len(zeros) or 1):
+            f.write(zeros[: min(len(zeros), length - i)])
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _open_npy(path: str, shape: tuple[int, ...]) -> np.memmap:
+    """A new uint8 .npy of `shape` at `path`, memory-mapped for writing, its blocks allocated."""
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    preallocate(path, out.offset, out.nbytes)
+    return out
+
+
 def write_npy(path: Path, n: int, item_shape: tuple[int, ...], chunks: Iterable[np.ndarray]) -> int:
     """Stream uint8 chunks (k, *item_shape) into an .npy at `path`, atomically; returns the row count.
 
     The file is a memory map allocated for `n` rows; when fewer arrive (skipped files) the rows written
     are copied into a file of the right size, chunk by chunk, so RAM use stays at one chunk either way.
+    A full disk is a NoSpaceError naming `path`, raised before any row is written.
     """
     count = 0
 
     def write(tmp: str) -> None:
         nonlocal count
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, *item_shape))
+        out = _open_npy(tmp, (n, *item_shape))
         for chunk in chunks:
             out[count : count + len(chunk)] = chunk
             count += len(chunk)
@@ -295,10 +330,13 @@ def write_npy(path: Path, n: int, item_shape: tuple[int, ...], chunks: Iterable[
         del out
         if count < n:
             full = np.load(tmp, mmap_mode="r")
-            fd, cut_tmp = tempfile.mkstemp(suffix=".tmp", dir=path.parent)
+            fd, cut_tmp = tempfile.mkstemp(
+                prefix=f"{Path(tmp).name}.", suffix=".tmp", dir=path.parent
+            )
             os.close(fd)
             try:
-                cut = np.lib.format.open_memmap(cut_tmp, "w+", np.uint8, (count, *item_shape))
+                os.chmod(cut_tmp, file_mode())  # it replaces `tmp`, and so becomes `path`
+                cut = _open_npy(cut_tmp, (count, *item_shape))
                 for i in range(0, count, CHUNK):
                     j = min(i + CHUNK, count)
                     cut[i:j] = full[i:j]
@@ -309,5 +347,5 @@ def write_npy(path: Path, n: int, item_shape: tuple[int, ...], chunks: Iterable[
                 Path(cut_tmp).unlink(missing_ok=True)
                 raise
 
-    atomic_write(path, write)
+    atomic_write(path, write, size=n * int(np.prod(item_shape)) + 128)  # 128: the .npy header
     return count

@@ -79,19 +79,31 @@ class GaussianMixture(ToyDensity):
         return self.centers[k] + self.std * torch.randn(n, 2, generator=generator)  # (n, 2)
 
 
+def _check(**values: float) -> None:
+    """ValueError naming the first parameter that is not a positive finite number."""
+    for name, v in values.items():
+        if not (v > 0 and math.isfinite(v)):
+            raise ValueError(f"{name} must be a positive finite number, got {v}")
+
+
 def ring(num_modes: int = 8, radius: float = 1.0, std: float = 0.01) -> GaussianMixture:
     """`num_modes` Gaussians with means evenly spaced on a circle (8 on the unit circle, std 0.01)."""
+    _check(num_modes=num_modes, radius=radius, std=std)
     angle = 2 * math.pi * torch.arange(num_modes) / num_modes
     return GaussianMixture(radius * torch.stack([angle.cos(), angle.sin()], dim=1), std)
 
 
 def grid(size: int = 5, spacing: float = 2.0, std: float = 0.05) -> GaussianMixture:
     """size x size Gaussians on a square lattice centred at 0 (25 at {-4,-2,0,2,4}^2, std 0.05)."""
+    _check(size=size, spacing=spacing, std=std)
     axis = spacing * (torch.arange(size) - (size - 1) / 2)
     return GaussianMixture(torch.cartesian_prod(axis, axis), std)
 
 
 def gauss1d(mean: float = 3.0, std: float = 1.0) -> Gauss1D:
+    _check(std=std)
+    if not math.isfinite(mean):
+        raise ValueError(f"mean must be finite, got {mean}")
     return Gauss1D(mean, std)
 
 
@@ -100,4 +112,5 @@ def split_normal(shift: float = 1.0) -> SplitNormal:
 
 
 def heart(scale: float = 1 / 16, noise: float = 0.02) -> Heart:
+    _check(scale=scale)
     return Heart(scale, noise)

@@ -14,9 +14,9 @@ the Trainer after `train.steps` (or `train.epochs`) of them, as `gankit train` d
 `Trainer(max_steps=N)` stops after N / (d_steps + g_steps) gankit steps: use
 `max_steps=lightning_steps(cfg, n)` to stop after `n` gankit steps.
 
-Same numbers as gankit: the models, optimizers and noise stream come from `gankit.train.build_state`,
+Same numbers as gankit: the models, optimizers and noise stream come from `gankit.trainer.build_state`,
 the batches from the config's data source (batch `i` is a function of `(seed, i)`), and each step is
-`gankit.train.train_step`, so on CPU a run equals `train_step` applied to the same batches, bit for bit
+`gankit.trainer.train_step`, so on CPU a run equals `train_step` applied to the same batches, bit for bit
 (tests/test_lightning.py), and a run resumed from a Lightning checkpoint equals an uninterrupted one.
 It is not `gankit train`'s fast MLP path (`train.fast_path`, same update up to float rounding), and
 `train.amp` / `train.compile` are ignored: use `Trainer(precision="bf16-mixed")` for bf16.
@@ -47,7 +47,7 @@ except ImportError as e:
 from gankit.config import Config, config_from_dict, to_dict
 from gankit.data import data_from_config
 from gankit.sample import generate, sample_z
-from gankit.train import TrainState, build_state, ema_update, set_lr, total_steps, train_step
+from gankit.trainer import TrainState, build_state, ema_update, set_lr, total_steps, train_step
 from gankit.utils import make_generator
 
 
@@ -71,7 +71,7 @@ class _LightningStep:
 
 
 class GANModule(L.LightningModule):
-    """A gankit G/D pair trained by `gankit.train.train_step` under Lightning's manual optimization.
+    """A gankit G/D pair trained by `gankit.trainer.train_step` under Lightning's manual optimization.
 
     Args:
         cfg: a gankit Config (or its `to_dict` form, as stored in the checkpoint's hyper-parameters).
@@ -95,7 +95,9 @@ class GANModule(L.LightningModule):
         if cfg.train.per_class:
             raise GankitError("GANModule trains one G/D pair: set train.per_class=false")
         if cfg.train.augment:
-            raise GankitError("GANModule does not checkpoint DiffAugment's stream: unset train.augment")
+            raise GankitError(
+                "GANModule does not checkpoint DiffAugment's stream: unset train.augment"
+            )
         if data_shape is None or steps is None:
             data = data_from_config(cfg)
             data_shape = data.shape if data_shape is None else data_shape
@@ -129,7 +131,7 @@ class GANModule(L.LightningModule):
                 f"GANModule runs on one device (world_size={self.trainer.world_size}): gankit's "
                 "train_step is not DDP-aware; use devices=1"
             )
-        # the noise stream lives on the training device, as in gankit.train.build_state; it goes
+        # the noise stream lives on the training device, as in gankit.trainer.build_state; it goes
         # on from a checkpoint just loaded, else from an earlier fit of this module
         z_gen = make_generator(self.cfg.seed, "z", device=self.device)
         if self._z_state is None and self.state is not None:

@@ -340,12 +340,30 @@ def interrupted(signum: int, step: int, last: Path) -> TrainingInterrupted:
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainState:
-    """Run (or resume) training; writes config, metrics.jsonl, snapshots and checkpoints in run_dir."""
-    if cfg.train.per_class:
-        from gankit.perclass import train_per_class
+    """Run (or resume) training; writes config, metrics.jsonl, snapshots and checkpoints in run_dir.
 
-        return train_per_class(cfg, run_dir, resume)
+    A new run refuses a directory that holds another run (`resume=True` continues it); the
+    directory is locked while training, so a second writer fails at once (gankit.rundir).
+    """
+    from gankit.rundir import RunLock
+
     run_dir = Path(run_dir)
+    if resume and not (run_dir / "checkpoints" / "last.pt").is_file():
+        raise GankitError(f"--resume: no checkpoint in {run_dir / 'checkpoints'} to continue from")
+    with RunLock(run_dir):
+        if not resume:
+            from gankit.run import check_new_run_dir
+
+            check_new_run_dir(run_dir)
+        if cfg.train.per_class:
+            from gankit.perclass import train_per_class
+
+            return train_per_class(cfg, run_dir, resume)
+        return _train(cfg, run_dir, resume)
+
+
+def _train(cfg: Config, run_dir: Path, resume: bool) -> TrainState:
+    """`train` for one G/D pair, in a locked run directory."""
     ckpt_dir, last = run_dir / "checkpoints", run_dir / "checkpoints" / "last.pt"
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
