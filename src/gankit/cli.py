@@ -98,6 +98,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(records[0] if len(records) == 1 else {"results": records}))
         return 0
+    from gankit.diagnose import verdict
+    from gankit.run import resolve
+    from gankit.utils import read_jsonl
+
+    run_dir, _ = resolve(args.path)
+    if run_dir is not None and not args.floor:
+        print(f"verdict: {verdict(read_jsonl(run_dir / 'metrics.jsonl'))}")
     skip = (
         "metric",
         "time",

@@ -112,6 +112,9 @@ class TrainConfig:
     # DiffAugment (Zhao et al. 2020) of real and fake images before D: "" or ops from
     # color, translation, cutout, e.g. "color,translation,cutout" (images only)
     augment: str = ""
+    # live diagnoses (gankit.diagnose) that stop the run when they hold at two snapshots in a row,
+    # keeping the last checkpoint from before them: any of d_won, collapsed, memorising, diverged
+    stop_on: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -464,6 +467,10 @@ def validate(cfg: Config) -> None:
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ConfigError(f"{key} must be in [0, 1), got {list(betas)}")
     _validate_stabilisers(cfg)
+    from gankit.diagnose import DIAGNOSES
+
+    for name in cfg.train.stop_on:
+        lookup(dict.fromkeys(DIAGNOSES), name, "diagnosis (train.stop_on)")
 
 
 MAX_UPDATES = 100  # optim.d_steps / g_steps: each D update holds its own batch in memory

@@ -39,6 +39,8 @@ figure { display: inline-block; margin: 4px; text-align: center; vertical-align:
 figcaption { font-size: .85em; color: #555; }
 img { max-width: 100%; min-width: 128px; image-rendering: pixelated; }  /* tiny grids scaled up */
 .muted { color: #777; }
+.verdict { padding: .5em .8em; border-radius: 4px; } .ok { background: #e8f5e9; }
+.bad { background: #fdecea; }
 """
 
 
@@ -191,7 +193,13 @@ def render_report(run_dir: str | Path) -> str:
         ("trained with gankit", env.get("gankit", "unknown")),
         ("report by gankit", __version__),
     ]
-    parts = [f"<h1>{esc(run_dir.resolve().name)}</h1>", table(header)]
+    from gankit.diagnose import verdict
+
+    line = verdict(history)
+    healthy = "no collapse, D has not won" in line
+    parts = [f"<h1>{esc(run_dir.resolve().name)}</h1>",
+             f'<p class="verdict {"ok" if healthy else "bad"}"><strong>Verdict:</strong> {esc(line)}</p>',
+             table(header)]  # fmt: skip
     if note:
         parts.append(f'<p class="muted">{esc(note)}</p>')
 
@@ -245,5 +253,4 @@ def write_report(run_dir: str | Path) -> Path:
     path = atomic_write(
         Path(run_dir) / "report.html", lambda tmp: Path(tmp).write_text(text, encoding="utf-8")
     )
-    path.chmod(0o644)  # atomic_write's temp file is 0600; a report is meant to be shared
     return path

@@ -26,6 +26,7 @@ from gankit.augment import diff_augment, parse_policy
 from gankit.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from gankit.config import Config, to_dict, to_yaml
 from gankit.data import data_from_config
+from gankit.diagnose import describe, diagnose, mean_pairwise_distance, persistent, weight_norm
 from gankit.fastmlp import AdamKernel
 from gankit.losses import LOSSES, RELATIVISTIC, gradient_penalty, r1_penalty
 from gankit.metrics.dstats import d_output_stats
@@ -33,6 +34,7 @@ from gankit.models import build_models
 from gankit.sample import generate, sample_z
 from gankit.utils import (
     GankitError,
+    write_atomic_text,
     append_jsonl,
     env_info,
     get_device,
@@ -48,6 +50,10 @@ LOG_KEYS = ("loss_d", "loss_g", "d_real", "d_fake")  # d_real/d_fake: mean sigmo
 
 class NonFiniteLossError(GankitError):
     """A loss became NaN or infinite."""
+
+
+class DiagnosedStop(GankitError):
+    """A diagnosis listed in train.stop_on held at two snapshots in a row; the run stopped."""
 
 
 class TrainingInterrupted(GankitError):
@@ -195,8 +201,8 @@ def total_steps(cfg: Config, batches_per_epoch: int | None) -> int:
 
 
 RESUMABLE_KEYS = ("train.steps", "train.epochs", "train.log_every", "train.ckpt_every",
-                  "train.keep_every", "train.device", "train.threads", "train.progress", "eval.",
-                  "track.")  # fmt: skip
+                  "train.keep_every", "train.device", "train.threads", "train.progress",
+                  "train.stop_on", "optim.lr_g", "optim.lr_d", "eval.", "track.")  # fmt: skip
 
 
 def _check_resume_config(stored: dict, cfg: Config) -> None:
@@ -214,7 +220,8 @@ def _check_resume_config(stored: dict, cfg: Config) -> None:
     if diff:
         raise GankitError(
             f"--resume: config differs from the run's in {', '.join(diff)}; only "
-            "train.steps/epochs/cadences/device, eval.* and track.* may change on resume"
+            "train.steps/epochs/cadences/device/stop_on, optim.lr_g/lr_d (to recover from a "
+            "divergence), eval.* and track.* may change on resume"
         )
 
 
@@ -244,7 +251,8 @@ class _SignalGuard:
 @dataclass
 class Probes:
     """What the loop looks at every `sample_every` steps: fixed noise (+ labels) for the snapshot
-    grid, and fixed real-train / real-test batches for the D-output statistics."""
+    grid, fixed real-train / real-test batches for the D-output statistics, and what the live
+    diagnostics compare the snapshot with (gankit.diagnose)."""
 
     z: Tensor
     labels: Tensor | None
@@ -255,6 +263,9 @@ class Probes:
     train_y: Tensor | None
     test_x: Tensor
     test_y: Tensor | None
+    real_diversity: float = 0.0  # mean pairwise distance of train_x
+    modes: object | None = None  # toy mixture with centers / std (ring, grid), for mode coverage
+    classifier: nn.Module | None = None  # the domain classifier of labelled images, if shipped
 
     @classmethod
     def build(cls, cfg: Config, data) -> Probes:  # noqa: ANN001 (a data source)
@@ -270,12 +281,27 @@ class Probes:
         test_x, test_y = data.held_out_labeled(n, cfg.seed)
         if not m.num_classes:
             train_y = test_y = None
-        return cls(z, labels, nrow, train_x, train_y, test_x, test_y)
+        density = getattr(data, "density", None)
+        modes = density if hasattr(density, "centers") else None
+        return cls(z, labels, nrow, train_x, train_y, test_x, test_y,
+                   mean_pairwise_distance(train_x), modes, _watch_classifier(cfg))  # fmt: skip
+
+
+def _watch_classifier(cfg: Config) -> nn.Module | None:
+    """The shipped domain classifier for the class coverage of MNIST / Fashion-MNIST snapshots."""
+    if cfg.data.name not in ("mnist", "fashion_mnist") or cfg.data.channels not in (0, 1):
+        return None
+    from gankit.metrics.classifier import classifier_info, get_classifier
+
+    if classifier_info(cfg.data.name, cfg.data.cache_dir) is None:
+        return None
+    return get_classifier(cfg.data.name, cfg.data.cache_dir)[0]
 
 
 def _observe(state: TrainState, probes: Probes, cfg: Config, run_dir: Path) -> dict[str, float]:
-    """Snapshot G(fixed noise) to samples/ (STEP.png grid for images, STEP.npy for toys, a GIF frame)
-    and measure D's outputs on real-train, fresh fake and real-test data; returns metrics.jsonl fields."""
+    """Snapshot G(fixed noise) to samples/ (STEP.png grid for images, STEP.npy for toys, a GIF frame),
+    measure D's outputs on real-train, fresh fake and real-test data, and diagnose the run; returns
+    metrics.jsonl fields."""
     from gankit.plots import save_grid
 
     G = state.G if state.G_ema is None else state.G_ema
@@ -294,6 +320,22 @@ def _observe(state: TrainState, probes: Probes, cfg: Config, run_dir: Path) -> d
                        ("test", probes.test_x, probes.test_y)):  # fmt: skip
         stats = d_output_stats(state.D, x, y)
         rec[f"dstat_{name}_mean"], rec[f"dstat_{name}_std"] = stats["mean"], stats["std"]
+    if probes.modes is not None:
+        from gankit.metrics.toy import mode_stats
+
+        cov = mode_stats(fake.float(), probes.modes.centers, probes.modes.std)
+        rec |= {k: cov[k] for k in ("modes", "num_modes", "high_quality")}
+    if probes.classifier is not None:
+        from gankit.metrics.classifier import predict
+
+        probs, _ = predict(probes.classifier, fake)
+        rec["classes_seen"] = int(probs.argmax(1).unique().numel())
+        rec["num_classes_clf"] = probs.shape[1]
+    if probes.real_diversity > 0:
+        rec["diversity_ratio"] = mean_pairwise_distance(fresh) / probes.real_diversity
+    rec["weight_norm"] = weight_norm(state.G, state.D)
+    if state.step > 0:  # G at its initialisation is not a diagnosis
+        rec["diagnoses"] = diagnose(rec)
     return rec
 
 
@@ -301,9 +343,25 @@ def new_run_dir(run_dir: Path, cfg: Config) -> None:
     """Lay out a fresh run directory; the resolved config is written before the first step."""
     for sub in ("checkpoints", "samples", "plots"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    write_atomic_text(run_dir / "config.yaml", to_yaml(cfg))
     (run_dir / "metrics.jsonl").touch()
     (run_dir / "eval.jsonl").touch()
+
+
+def record_env(run_dir: Path, cfg: Config, device: torch.device, resumed_at: int | None) -> None:
+    """env.json of a new run; on resume the original is kept and the resume appended to its
+    `resumes` list, and config.yaml takes the resumed config (e.g. a longer train.steps)."""
+    info, path = env_info(device), run_dir / "env.json"
+    if resumed_at is not None:
+        write_atomic_text(run_dir / "config.yaml", to_yaml(cfg))
+        try:
+            first = json.loads(path.read_text())
+        except (OSError, ValueError):
+            first = {}
+        if isinstance(first, dict) and first:
+            entry = {"step": resumed_at, "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+            info = {**first, "resumes": [*first.get("resumes", []), entry]}
+    write_json(info, path)
 
 
 def truncate_log(run_dir: Path, step: int) -> None:
@@ -314,11 +372,11 @@ def truncate_log(run_dir: Path, step: int) -> None:
 
 
 def set_lr(state: TrainState, cfg: Config, step: int, steps: int) -> None:
-    """The learning rates at `step` of `steps` (a function of the step, so resume is exact)."""
-    if cfg.optim.lr_schedule == "linear":
-        frac = 1.0 - step / steps
-        state.opt_g.param_groups[0]["lr"] = cfg.optim.lr_g * frac
-        state.opt_d.param_groups[0]["lr"] = cfg.optim.lr_d * frac
+    """The learning rates at `step` of `steps` (a function of the step, so resume is exact, and a
+    resume with a lowered optim.lr_g / lr_d takes them at once)."""
+    frac = 1.0 - step / steps if cfg.optim.lr_schedule == "linear" else 1.0
+    state.opt_g.param_groups[0]["lr"] = cfg.optim.lr_g * frac
+    state.opt_d.param_groups[0]["lr"] = cfg.optim.lr_d * frac
 
 
 def nonfinite_error(
@@ -330,6 +388,15 @@ def nonfinite_error(
         f"{who}{key} became {value} between steps {first} and {step}; stopped without saving "
         f"(last good checkpoint: {good}); lower optim.lr_d/lr_g or try another loss.name"
     )
+
+
+def finite_state(state: TrainState) -> bool:
+    """Whether every weight and Adam moment of the pair is finite (a checkpoint worth keeping: a
+    finite loss can hide inf in Adam's second moments, which would diverge again on resume)."""
+    tensors = [p for m in (state.G, state.D, state.G_ema) if m is not None for p in m.parameters()]
+    for opt in (state.opt_g, state.opt_d):
+        tensors += [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)]
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def interrupted(signum: int, step: int, last: Path) -> TrainingInterrupted:
@@ -402,9 +469,37 @@ def _train(cfg: Config, run_dir: Path, resume: bool) -> TrainState:
             from gankit.plots import save_grid
 
             save_grid(probes.train_x[: cfg.train.sample_n], run_dir / "reals.png")
-    write_json(env_info(device), run_dir / "env.json")
+    record_env(run_dir, cfg, device, state.step if resume else None)
+
+    snaps = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "diagnoses" in r]
+    suspect = False  # a train.stop_on diagnosis holds now: keep the last checkpoint from before it
+
+    def watch(rec: dict) -> None:
+        """Warn about new diagnoses; stop when a train.stop_on one holds twice in a row."""
+        nonlocal suspect
+        if "diagnoses" not in rec:
+            return
+        seen = snaps[-1]["diagnoses"] if snaps else []
+        new = [d for d in rec["diagnoses"] if d not in seen]
+        if new:
+            log.warning("%s", describe(new, rec))
+        stop = persistent(snaps, rec, cfg.train.stop_on)
+        snaps.append(rec)
+        suspect = any(d in cfg.train.stop_on for d in rec["diagnoses"])
+        if stop:
+            good = f"step {load_checkpoint(last)['step']}" if last.exists() else "none"
+            raise DiagnosedStop(
+                f"stopped by train.stop_on at step {rec['step']}: {describe(stop, rec)}; "
+                f"last checkpoint kept from before it: {good}"
+            )
 
     def checkpoint(path: Path) -> None:
+        if not finite_state(state):
+            good = f"step {load_checkpoint(last)['step']}" if last.exists() else "none"
+            raise NonFiniteLossError(
+                f"weights or Adam moments became non-finite by step {state.step}; stopped without "
+                f"saving (last good checkpoint: {good}); resume it with a lower optim.lr_d/lr_g"
+            )
         save_checkpoint(
             path, step=state.step, config=to_dict(cfg),
             models={"G": state.G, "D": state.D, "G_ema": state.G_ema},
@@ -484,14 +579,16 @@ def _train(cfg: Config, run_dir: Path, resume: bool) -> TrainState:
                     if s % sample_every == 0 or s == steps:
                         rec.update(_observe(state, probes, cfg, run_dir))
                     record(rec)
+                    watch(rec)
                     bar.set_postfix(
                         loss_d=f"{means[0]:.3f}", loss_g=f"{means[1]:.3f}", refresh=False
                     )
                     acc.zero_()
                     n_acc, t_log = 0, now
                 elif s % sample_every == 0:
-                    record({"step": s, **_observe(state, probes, cfg, run_dir)})
-                if is_ckpt:
+                    record(rec := {"step": s, **_observe(state, probes, cfg, run_dir)})
+                    watch(rec)
+                if is_ckpt and (not suspect or guard.signum is not None):
                     checkpoint(last)
                     if tc.keep_every and s % tc.keep_every == 0:
                         checkpoint(ckpt_dir / f"step_{s:06d}.pt")

@@ -244,10 +244,14 @@ def env_info(device: torch.device | None = None) -> dict[str, Any]:
     return info
 
 
+def write_atomic_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path` atomically."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
     """Write `obj` as indented JSON, atomically."""
-    text = json.dumps(obj, indent=2, default=str) + "\n"
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    return write_atomic_text(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
