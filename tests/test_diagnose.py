@@ -34,13 +34,20 @@ def test_d_won_and_collapse_are_diagnosed_warned_and_explained(tmp_path, caplog)
     with caplog.at_level(logging.WARNING, logger="gankit.trainer"):
         train(load_config("toy_ring", D_WINS), tmp_path / "r")
     snaps = _snapshots(tmp_path / "r")
-    assert [r["step"] for r in snaps] == [100, 200, 300]  # step 0 (G's initialisation) is not judged
+    assert [r["step"] for r in snaps] == [
+        100,
+        200,
+        300,
+    ]  # step 0 (G's initialisation) is not judged
     assert all({"d_won", "collapsed"} <= set(r["diagnoses"]) for r in snaps)
     assert snaps[-1]["modes"] == 0 and snaps[-1]["num_modes"] == 8
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == 1 and warned[0].startswith("D won at step 100")  # once, when it starts
     line = verdict(read_jsonl(tmp_path / "r" / "metrics.jsonl"))
-    assert line.startswith("D won at step 100: D(fake) 0.0") and "mode collapse at step 100: 0/8" in line
+    assert (
+        line.startswith("D won at step 100: D(fake) 0.0")
+        and "mode collapse at step 100: 0/8" in line
+    )
 
 
 def test_a_healthy_toy_run_gets_a_clean_verdict(tmp_path):

@@ -70,21 +70,51 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(to_yaml(cfg), end="")
         print(f"# run directory: {run_dir}")
         return 0
-    from gankit.trainer import train
+    from gankit.trainer import TrainingInterrupted, train
 
     print(f"run directory: {run_dir}", flush=True)
-    state = train(cfg, run_dir, resume=args.resume)
-    print(f"trained {state.step} steps; checkpoint: {run_dir / 'checkpoints' / 'last.pt'}")
-    if any((run_dir / "samples").glob("*.png")):  # image run: the GIF and D-statistics are cheap
-        from gankit.run import plot_run
-
-        plot_run(run_dir)
-        print(f"plots: {run_dir / 'plots'} (samples.gif, samples.png, dstats.png, losses.png)")
+    try:
+        state = train(cfg, run_dir, resume=args.resume)
+    except TrainingInterrupted:
+        _image_plots(run_dir)  # what was trained so far, before exiting 130/143
+        raise
+    _image_plots(run_dir)
+    print(train_summary(run_dir, state.step))
     if args.report:
         from gankit.report import write_report
 
         print(f"report: {write_report(run_dir)}")
     return 0
+
+
+def _image_plots(run_dir: Path) -> None:
+    """plots/ of an image run (the GIF and D-statistics are cheap); toys: `gankit plot RUN_DIR`."""
+    if any((run_dir / "samples").glob("*.png")):
+        from gankit.run import plot_run
+
+        plot_run(run_dir)
+
+
+def train_summary(run_dir: Path, steps: int) -> str:
+    """The lines `gankit train` ends with: what was trained, how it ended, what to run next."""
+    from gankit.diagnose import verdict
+    from gankit.utils import read_jsonl
+
+    history = read_jsonl(run_dir / "metrics.jsonl")
+    last = next((r for r in reversed(history) if "d_real" in r), {})
+    wall = next((r["time_s"] for r in reversed(history) if "time_s" in r), 0.0)
+    lines = [
+        f"trained {steps:,} steps in {wall:.1f} s; checkpoint: {run_dir / 'checkpoints' / 'last.pt'}"
+    ]
+    if last:
+        lines.append(f"last window: D(real) {last['d_real']:.3f}, D(fake) {last['d_fake']:.3f}, "
+                     f"loss_d {last['loss_d']:.3f}, loss_g {last['loss_g']:.3f}")  # fmt: skip
+    lines.append(f"verdict: {verdict(history)}")
+    if any((run_dir / "plots").glob("*.png")):
+        lines.append(f"plots: {run_dir / 'plots'}")
+    lines.append(f"next: gankit eval {run_dir} | gankit report {run_dir} | "
+                 f"gankit sample {run_dir} --n 64 --out samples.png")  # fmt: skip
+    return "\n".join(lines)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -216,10 +246,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     what = args.what
-    if what == "presets":
-        from gankit.config import list_presets
+    if what == "presets":  # read from the YAML files alone: no torch import
+        from gankit.presets import preset_table
 
-        names = list_presets()
+        rows = preset_table()
+        wide = max(len(r.name) for r in rows)
+        for r in rows:
+            print(f"{r.name:<{wide}}  {r.dataset} ({r.data}): {r.description}")
+        return 0
     else:
         import importlib
 
@@ -439,12 +473,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
-    from gankit.config import ConfigError
-    from gankit.utils import GankitError
+    from gankit.errors import GankitError, UsageError
 
     try:
         return args.func(args)
-    except ConfigError as e:
+    except UsageError as e:  # config errors included
         if args.verbose:
             raise
         print(f"gankit: error: {e}", file=sys.stderr)

@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 import yaml
 
-from gankit.utils import GankitError
+from gankit.errors import UsageError
 
 
-class ConfigError(GankitError):
+class ConfigError(UsageError):
     """A bad config key, value or preset name."""
 
 

@@ -154,7 +154,9 @@ def verdict(history: list[dict[str, Any]]) -> str:
     return f"{cov + ': ' if cov else ''}no collapse, D has not won, no divergence{cured}"
 
 
-def persistent(history: list[dict[str, Any]], rec: dict[str, Any], names: Iterable[str]) -> list[str]:
+def persistent(
+    history: list[dict[str, Any]], rec: dict[str, Any], names: Iterable[str]
+) -> list[str]:
     """Diagnoses among `names` present in `rec` and in the snapshot before it (two in a row: a
     transient wobble early in training does not stop a run)."""
     prev = next((r for r in reversed(history) if "diagnoses" in r), None)

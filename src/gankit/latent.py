@@ -14,7 +14,7 @@ from torch import Tensor
 from gankit.checkpoint import load_checkpoint
 from gankit.run import class_generators, class_range
 from gankit.sample import generate, sample_z
-from gankit.utils import GankitError
+from gankit.utils import GankitError, UsageError
 
 MODES = ("slerp", "lerp")
 
@@ -43,12 +43,15 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
     return unit * (na + t[:, None] * (nb - na))
 
 
+MAX_STEPS, MAX_WALK_SEEDS = 256, 64  # a grid stays a picture, not a giant PNG
+
+
 def walk(zs: Tensor, steps: int, mode: str = "slerp") -> Tensor:
     """(K, d) noise vectors -> (K - 1, steps, d): `steps` points from each z_i to z_{i+1}, ends included."""
     if mode not in MODES:
-        raise GankitError(f"unknown interpolation mode {mode!r}; choose from: {', '.join(MODES)}")
-    if steps < 2 or len(zs) < 2:
-        raise GankitError("interpolation needs at least 2 seeds and --steps >= 2")
+        raise UsageError(f"--mode {mode}: choose from: {', '.join(MODES)}")
+    if not 2 <= steps <= MAX_STEPS or len(zs) < 2:
+        raise UsageError(f"interpolation needs at least 2 seeds and --steps in [2, {MAX_STEPS}]")
     t = torch.linspace(0, 1, steps, dtype=zs.dtype)
     f = slerp if mode == "slerp" else lerp
     return torch.stack([f(zs[i], zs[i + 1], t) for i in range(len(zs) - 1)])
@@ -72,21 +75,21 @@ def interpolate(
     cfg, classes, gen = class_generators(ckpt)
     per_class = cfg.train.per_class
     if classes and klass is None:
-        raise GankitError(
+        raise UsageError(
             "this model is conditional: pass --class K (a fixed class) or --class sweep"
         )
     if not classes and klass is not None:
-        raise GankitError("--class: this model is unconditional (model.num_classes = 0)")
+        raise UsageError("--class: this model is unconditional (model.num_classes = 0)")
     zs = seed_noise(seeds, cfg.model.z_dim, cfg.model.z_dist)
     if klass == "sweep":
         if not seeds:
-            raise GankitError("--class sweep needs at least one seed")
+            raise UsageError("--class sweep needs at least one seed")
         cols = [
             generate(gen(k), zs, None if per_class else torch.full((len(zs),), k)) for k in classes
         ]
         return torch.stack(cols, 1).flatten(0, 1), len(classes)  # row = seed, column = class
     if klass is not None and (not klass.lstrip("-").isdigit() or int(klass) not in classes):
-        raise GankitError(f"--class {klass}: choose a class in {class_range(classes)} or sweep")
+        raise UsageError(f"--class {klass}: choose a class in {class_range(classes)} or sweep")
     z = walk(zs, steps, mode).flatten(0, 1)  # ((K-1) * steps, d)
     k = None if klass is None else int(klass)
     labels = None if k is None or per_class else torch.full((len(z),), k)
@@ -109,7 +112,12 @@ def interpolate_to_file(
 
     out = Path(out)
     if out.suffix.lower() not in (".png", ".gif"):
-        raise GankitError(f"unsupported output {out.name!r}; use .png (grid) or .gif (animation)")
+        raise UsageError(f"--out {out.name}: unsupported output; use .png (grid) or .gif")
+    if len(seeds) > MAX_WALK_SEEDS or not 2 <= steps <= MAX_STEPS:
+        raise UsageError(
+            f"interpolate: at most {MAX_WALK_SEEDS} seeds and --steps in [2, {MAX_STEPS}], got "
+            f"{len(seeds)} seeds and --steps {steps}"
+        )
     x, nrow = interpolate(load_checkpoint(ckpt_path), seeds, steps, mode, klass)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".png":

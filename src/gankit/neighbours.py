@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from gankit.utils import GankitError
+from gankit.utils import GankitError, UsageError
 
 SPACES = ("pixel", "classifier")
 
@@ -60,7 +60,7 @@ def nn_check(
     from gankit.metrics import EvalContext
 
     if space not in SPACES:
-        raise GankitError(f"unknown space {space!r}; choose from: {', '.join(SPACES)}")
+        raise UsageError(f"--space {space}: choose from: {', '.join(SPACES)}")
     ctx = EvalContext.from_checkpoint(ckpt, seed=seed, options={"device": "cpu"})
     cfg, data = ctx.cfg, ctx.data
     if len(data.shape) != 3:
@@ -93,6 +93,9 @@ def nn_check(
     return torch.cat(rows), stats
 
 
+MAX_ROWS, MAX_K = 64, 32  # the grid is (n rows) x (k + 1) images
+
+
 def nn_to_file(
     ckpt_path: str | Path,
     out: str | Path,
@@ -107,7 +110,11 @@ def nn_to_file(
 
     out = Path(out)
     if out.suffix.lower() != ".png":
-        raise GankitError(f"unsupported output {out.name!r}; use .png")
+        raise UsageError(f"--out {out.name}: unsupported output; use .png")
+    if not (1 <= n <= MAX_ROWS and 1 <= k <= MAX_K):
+        raise UsageError(
+            f"nn: --n must be in [1, {MAX_ROWS}] and --k in [1, {MAX_K}], got {n}, {k}"
+        )
     x, stats = nn_check(load_checkpoint(ckpt_path), n, k, space, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     return save_grid(x, out, k + 1), stats

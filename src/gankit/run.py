@@ -18,7 +18,7 @@ import torch
 from gankit.checkpoint import CheckpointError, load_checkpoint, load_models
 from gankit.config import Config, config_from_dict
 from gankit.data import data_from_config
-from gankit.utils import GankitError, append_jsonl, make_generator, read_jsonl
+from gankit.utils import GankitError, UsageError, append_jsonl, make_generator, read_jsonl
 
 
 def new_run_dir(name: str, root: str | Path = "runs") -> Path:
@@ -224,7 +224,7 @@ def _class_ids(spec: str | None, classes: list[int]) -> list[int] | None:
     if spec == "all":
         return list(classes)
     if not spec.lstrip("-").isdigit() or int(spec) not in classes:
-        raise GankitError(
+        raise UsageError(
             f"--class {spec}: not a class of this model; choose from {class_range(classes)} or all"
         )
     return [int(spec)]
@@ -244,7 +244,7 @@ def draw(
     cfg, classes, gen = class_generators(ckpt)
     per_class = cfg.train.per_class
     if klass is not None and not classes:
-        raise GankitError("--class: this model is unconditional (model.num_classes = 0)")
+        raise UsageError("--class: this model is unconditional (model.num_classes = 0)")
     ids = _class_ids(klass, classes)
     if ids is None and per_class:
         ids = list(classes)  # a per-class checkpoint has no unconditional generator: draw them all
@@ -272,13 +272,22 @@ def draw(
     return torch.cat(rows), cols, ids
 
 
+SAMPLE_SUFFIXES = ("", ".npy", ".csv", ".pt", ".png")
+
+
 def sample_to_file(ckpt_path: str | Path, out: str | Path, n: int = 64, seeds: list[int] | None = None,
                    seed: int = 0, klass: str | None = None) -> Path:  # fmt: skip
     """Write samples of a checkpoint to .npy, .csv, .pt, .png (image grid, or toy scatter/histogram),
     or, for images and an `out` without suffix, a directory of one PNG per sample (seed_NNNNNN.png)."""
+    from gankit.sample import MAX_SEEDS
+
+    out = Path(out)
+    if out.suffix.lower() not in SAMPLE_SUFFIXES:
+        raise UsageError(f"--out {out.name}: unsupported output; use .npy, .csv, .pt or .png")
+    if seeds is None and not 1 <= n <= MAX_SEEDS:
+        raise UsageError(f"--n must be in [1, {MAX_SEEDS:,}], got {n}")
     _, ckpt_path = resolve(ckpt_path)
     x, nrow, ids = draw(load_checkpoint(ckpt_path), n, seeds, seed, klass)
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     suffix = out.suffix.lower()
     if x.dim() == 4 and suffix in ("", ".png"):
@@ -306,5 +315,5 @@ def sample_to_file(ckpt_path: str | Path, out: str | Path, n: int = 64, seeds: l
         fig = plots.scatter2d(np.empty((0, 2)), arr) if arr.shape[1] == 2 else plots.density1d(arr)
         plots.save_figure(fig, out)
     else:
-        raise GankitError(f"unsupported output {out.name!r}; use .npy, .csv, .pt or .png")
+        raise UsageError(f"--out {out.name}: a directory of PNGs needs an image model")
     return out

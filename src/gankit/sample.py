@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from gankit.utils import eval_mode
+from gankit.utils import UsageError, eval_mode
 
 
 def sample_z(
@@ -59,9 +59,13 @@ def generate(
     return torch.cat(out) if out else torch.empty(0, *G.data_shape)
 
 
-def parse_seeds(text: str) -> list[int]:
-    """ "0-63" -> [0..63]; "1,5,9" -> [1, 5, 9]; "0-3,10" -> [0, 1, 2, 3, 10]."""
-    seeds: list[int] = []
+MAX_SEEDS = 100_000  # samples a command may draw by seed or --n
+
+
+def parse_seeds(text: str, limit: int = MAX_SEEDS) -> list[int]:
+    """ "0-63" -> [0..63]; "1,5,9" -> [1, 5, 9]; "0-3,10" -> [0, 1, 2, 3, 10]. At most `limit` seeds,
+    counted before any list is built (`0-99999999` fails at once)."""
+    ranges: list[tuple[int, int]] = []
     try:
         for part in text.split(","):
             if "-" in part.strip()[1:]:
@@ -69,12 +73,17 @@ def parse_seeds(text: str) -> list[int]:
                 lo, hi = int(a), int(b)
                 if hi < lo:
                     raise ValueError
-                seeds.extend(range(lo, hi + 1))
+                ranges.append((lo, hi))
             else:
-                seeds.append(int(part))
+                ranges.append((int(part), int(part)))
     except ValueError:
-        raise ValueError(f"bad seed list {text!r}; use e.g. 0-63 or 1,5,9") from None
-    return seeds
+        raise UsageError(f"--seeds: bad seed list {text!r}; use e.g. 0-63 or 1,5,9") from None
+    count = sum(hi - lo + 1 for lo, hi in ranges)
+    if count > limit:
+        raise UsageError(f"--seeds {text}: {count:,} seeds; at most {limit:,} per command")
+    if any(lo < 0 or hi >= 2**63 for lo, hi in ranges):
+        raise UsageError(f"--seeds {text}: seeds must be in [0, 2**63 - 1]")
+    return [s for lo, hi in ranges for s in range(lo, hi + 1)]
 
 
 SEED_BLOCK = 64

@@ -34,18 +34,20 @@ from gankit.models import build_models
 from gankit.sample import generate, sample_z
 from gankit.utils import (
     GankitError,
-    write_atomic_text,
     append_jsonl,
     env_info,
     get_device,
     make_generator,
     read_jsonl,
     seed_everything,
+    write_atomic_text,
     write_json,
 )
 
 log = logging.getLogger(__name__)
-LOG_KEYS = ("loss_d", "loss_g", "d_real", "d_fake")  # d_real/d_fake: mean sigmoid(D(.)) of the step
+LOG_KEYS = ("loss_d", "loss_g", "d_real", "d_fake")
+DIAGNOSE_FROM = 100  # first step whose snapshot is diagnosed
+SHORT_RUN = 500  # image runs shorter than this get a warning: DCGANs need thousands of steps  # d_real/d_fake: mean sigmoid(D(.)) of the step
 
 
 class NonFiniteLossError(GankitError):
@@ -334,7 +336,7 @@ def _observe(state: TrainState, probes: Probes, cfg: Config, run_dir: Path) -> d
     if probes.real_diversity > 0:
         rec["diversity_ratio"] = mean_pairwise_distance(fresh) / probes.real_diversity
     rec["weight_norm"] = weight_norm(state.G, state.D)
-    if state.step > 0:  # G at its initialisation is not a diagnosis
+    if state.step >= DIAGNOSE_FROM:  # G at (or near) its initialisation is not a diagnosis
         rec["diagnoses"] = diagnose(rec)
     return rec
 
@@ -437,6 +439,18 @@ def _train(cfg: Config, run_dir: Path, resume: bool) -> TrainState:
     device = get_device(cfg.train.device)
     data = data_from_config(cfg).to(device)
     steps = total_steps(cfg, data.batches_per_epoch)
+    if len(data.shape) == 3 and steps < SHORT_RUN:
+        per = (
+            f" ({cfg.train.epochs} epochs of {data.batches_per_epoch} batches)"
+            if cfg.train.epochs
+            else ""
+        )
+        log.warning(
+            "only %d steps%s: far too few for a GAN to learn images (expect grey or noisy "
+            "samples); ask for thousands, e.g. --set train.steps=5000",
+            steps,
+            per,
+        )
     state = build_state(cfg, data.shape, device)
     probes = Probes.build(cfg, data)
     if not cfg.train.sample_every and data.batches_per_epoch is None:

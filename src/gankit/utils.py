@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from gankit.errors import GankitError, UsageError
 
-class GankitError(Exception):
-    """An error caused by the user's input or environment; the CLI prints it as one line."""
+__all__ = ["GankitError", "UsageError"]  # re-exported: errors live in the torch-free gankit.errors
 
 
 def seed_everything(seed: int) -> None:
