@@ -70,6 +70,8 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
+    # adam, or sgd with momentum (Goodfellow et al. 2014 trained their GAN with SGD + momentum)
+    name: Literal["adam", "sgd"] = "adam"
     lr_g: float = 2.0e-4
     lr_d: float = 2.0e-4
     betas_g: tuple[float, float] = (0.5, 0.999)
@@ -77,9 +79,16 @@ class OptimConfig:
     # One step = d_steps discriminator updates then g_steps generator updates.
     d_steps: int = 1
     g_steps: int = 1
-    # constant, or linear decay of both learning rates to 0 at the last step (sharpens the final
-    # samples: with a constant rate G keeps jittering around the target by ~lr-sized steps)
-    lr_schedule: Literal["constant", "linear"] = "constant"
+    # constant; linear decay of both learning rates to 0 at the last step (sharpens the final
+    # samples: with a constant rate G keeps jittering around the target by ~lr-sized steps); or
+    # exponential: lr / lr_decay**step, floored at lr_min (the 2014 GAN's schedule)
+    lr_schedule: Literal["constant", "linear", "exponential"] = "constant"
+    lr_decay: float = 1.0  # exponential schedule: divisor per step (e.g. 1.000004)
+    lr_min: float = 0.0  # exponential schedule: floor
+    # sgd: momentum, ramped linearly from `momentum` to `momentum_end` over `momentum_steps` steps
+    momentum: float = 0.5
+    momentum_end: float = 0.5
+    momentum_steps: int = 0
 
 
 @dataclass
@@ -451,6 +460,14 @@ def validate(cfg: Config) -> None:
                        ("data.img_size", cfg.data.img_size, MAX_IMG_SIZE)):  # fmt: skip
         if v > hi:
             raise ConfigError(f"{key} must be in [1, {hi}], got {v}")
+    o = cfg.optim
+    if not (o.lr_decay >= 1.0 and math.isfinite(o.lr_decay)):
+        raise ConfigError(f"optim.lr_decay must be a finite number >= 1, got {o.lr_decay}")
+    for key, v in (("optim.momentum", o.momentum), ("optim.momentum_end", o.momentum_end)):
+        if not 0.0 <= v < 1.0:
+            raise ConfigError(f"{key} must be in [0, 1), got {v}")
+    if o.momentum_steps < 0 or not (0 <= o.lr_min < math.inf):
+        raise ConfigError("optim.momentum_steps and optim.lr_min must be >= 0")
     if not 0 <= cfg.seed < 2**63:
         raise ConfigError(f"seed must be in [0, 2**63 - 1], got {cfg.seed}")
     _validate_model_sizes(cfg)
@@ -490,9 +507,11 @@ def _validate_model_sizes(cfg: Config) -> None:
         for key in ("ngf", "ndf"):
             if key in kw and kw[key] < 1:
                 raise ConfigError(f"model.{part}.{key} must be >= 1, got {kw[key]}")
-        dropout = kw.get("dropout", 0.0)
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.{part}.dropout must be in [0, 1), got {dropout}")
+        for key in ("dropout", "input_dropout"):
+            if not 0.0 <= kw.get(key, 0.0) < 1.0:
+                raise ConfigError(f"model.{part}.{key} must be in [0, 1), got {kw[key]}")
+        if kw.get("pieces", 1) < 1:
+            raise ConfigError(f"model.{part}.pieces must be >= 1, got {kw['pieces']}")
     if cfg.model.name.startswith("dcgan") and cfg.data.img_size:
         from gankit.models.dcgan import _layout
 

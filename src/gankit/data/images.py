@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,8 @@ class ImageSet:
     classes: list[str]  # class names, [] if none
     skipped: list[str]  # files skipped by skip_bad (relative paths)
     cache_path: str  # the train .npy
+    # training images left out by data.params.n_train (MNIST train[n_train:]): Parzen's validation
+    unused_train: np.ndarray | None = None
 
 
 def to_float(u8: Tensor) -> Tensor:
@@ -315,15 +317,23 @@ def mnist(
     download: bool = True,
     skip_bad: bool = False,
     cache_dir: str = "",
+    n_train: int = 0,
 ) -> ImageSet:
     """MNIST digits (LeCun et al. 1998): 60,000 train / 10,000 test, 28x28 gray, 10 classes.
 
     Resized with antialiased bilinear interpolation when img_size != 28. `skip_bad` does not apply: a
-    corrupt IDX file is always an error.
+    corrupt IDX file is always an error. `n_train` > 0 trains on the first n_train training images
+    only (Goodfellow et al. 2014 trained on train[:50000] and kept the rest for validation).
     """
-    return _idx_set(
+    images = _idx_set(
         "mnist", "MNIST", readers.MNIST_CLASSES, root, img_size, channels, download, cache_dir
     )
+    if not 0 <= n_train <= len(images.train):
+        raise DataError(f"data.params.n_train must be in [0, {len(images.train)}], got {n_train}")
+    if n_train:
+        images = replace(images, train=images.train[:n_train], unused_train=images.train[n_train:],
+                         train_labels=images.train_labels[:n_train])  # fmt: skip
+    return images
 
 
 def fashion_mnist(

@@ -139,6 +139,8 @@ class GANModule(L.LightningModule):
         if self._z_state is not None:
             z_gen.set_state(self._z_state)
             self._z_state = None
+        if self.cfg.train.threads:  # as `gankit train` does: tiny MLPs run fastest on 1 thread
+            torch.set_num_threads(self.cfg.train.threads)
         opt_g, opt_d = self.optimizers()
         # DiffAugment's stream is not carried across Lightning checkpoints: refused in __init__
         aug_gen = make_generator(self.cfg.seed, "augment", device=self.device)
@@ -162,9 +164,12 @@ class GANModule(L.LightningModule):
         if self.G_ema is not None:
             ema_update(self.G_ema, self.G, cfg.train.ema_decay)
         self.step = state.step
-        self.log_dict(
-            out, prog_bar=True, on_step=True, on_epoch=False, batch_size=reals[0].shape[0]
-        )
+        if self.step % cfg.train.log_every == 0 or self.step >= self.total_steps:
+            # at gankit's log cadence: logging every step costs a host sync and Lightning's
+            # bookkeeping per step, which dominates a toy step
+            self.log_dict(
+                out, prog_bar=True, on_step=True, on_epoch=False, batch_size=reals[0].shape[0]
+            )
         if self.step >= self.total_steps:
             self.trainer.should_stop = True  # like `gankit train`: stop after train.steps
 

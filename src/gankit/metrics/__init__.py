@@ -241,11 +241,16 @@ def _parzen(ctx: EvalContext) -> dict:
     if (
         images
     ):  # validation: the first 1,000 of the last 10,000 training images (MNIST: train[50000:51000])
-        train = ctx.data.images.train
+        train, unused = ctx.data.images.train, ctx.data.images.unused_train
         g = make_generator(ctx.seed, "parzen")
         tail = len(train) - min(10_000, len(train) // 6)  # small sets: the last sixth, as for MNIST
         # the first 1,000 of the block, as the paper's code (parzen_ll.py, get_valid) takes them
         val = to_float(gather(train, torch.arange(tail, min(tail + n_val, len(train)))))
+        if unused is not None and len(
+            unused
+        ):  # trained on train[:n_train]: validate on unseen images
+            tail = len(train)
+            val = to_float(gather(unused, torch.arange(min(n_val, len(unused)))))
         if ctx.floor:  # kernel centres from the training images before the validation block
             samples = to_float(gather(train, torch.randperm(tail, generator=g)[:n]))
         else:

@@ -21,15 +21,29 @@ from gankit.models.layers import (
     pack_samples,
 )
 
-ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid")
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid", "maxout")
 CONDITIONING = ("concat", "projection")
 OUTPUTS = ("none", "tanh", "sigmoid")
 
 
-def activation(name: str, slope: float = 0.2) -> nn.Module:
+class Maxout(nn.Module):
+    """(B, units * pieces) -> (B, units): the max over each unit's `pieces` linear pieces
+    (Goodfellow et al. 2013, "Maxout Networks"; the 2014 GAN's discriminator)."""
+
+    def __init__(self, pieces: int) -> None:
+        super().__init__()
+        self.pieces = pieces
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.view(x.shape[0], -1, self.pieces).amax(dim=2)
+
+
+def activation(name: str, slope: float = 0.2, pieces: int = 5) -> nn.Module:
     """The activation module called `name` (one of ACTIVATIONS)."""
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; choose from: {', '.join(ACTIVATIONS)}")
+    if name == "maxout":
+        return Maxout(pieces)
     if name == "leaky_relu":
         return nn.LeakyReLU(slope)
     return {
@@ -47,17 +61,31 @@ def mlp(
     slope: float,
     dropout: float,
     batchnorm: bool,
+    pieces: int = 5,
 ) -> list[nn.Module]:
-    """Hidden layers Linear -> [BatchNorm1d] -> act -> [Dropout] for consecutive pairs of `sizes`."""
+    """Hidden layers Linear -> [BatchNorm1d] -> act -> [Dropout] for consecutive pairs of `sizes`
+    (a maxout layer of n units is Linear(in, n * pieces) -> Maxout)."""
     layers: list[nn.Module] = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
-        layers.append(nn.Linear(n_in, n_out))
+        width = n_out * pieces if act == "maxout" else n_out
+        layers.append(nn.Linear(n_in, width))
         if batchnorm:
-            layers.append(nn.BatchNorm1d(n_out))
-        layers.append(activation(act, slope))
+            layers.append(nn.BatchNorm1d(width))
+        layers.append(activation(act, slope, pieces))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
     return layers
+
+
+def uniform_init(module: nn.Module, init_range: float) -> None:
+    """Linear weights ~ U(-r, r) and zero biases (pylearn2's `irange`, used by the 2014 GAN code);
+    r = 0 keeps PyTorch's default initialisation."""
+    if init_range <= 0:
+        return
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.uniform_(m.weight, -init_range, init_range)
+            nn.init.zeros_(m.bias)
 
 
 def _check_labels(labels: Tensor | None, num_classes: int, batch: int) -> Tensor | None:
@@ -85,6 +113,7 @@ class MLPGenerator(nn.Module):
         batchnorm: bool = False,
         output: str = "none",
         spectral_norm: bool = False,
+        init_range: float = 0.0,
     ) -> None:
         super().__init__()
         if output not in OUTPUTS:
@@ -96,6 +125,7 @@ class MLPGenerator(nn.Module):
         if output != "none":
             layers.append(nn.Tanh() if output == "tanh" else nn.Sigmoid())
         self.net = nn.Sequential(*layers)
+        uniform_init(self, init_range)
         if spectral_norm:
             apply_spectral_norm(self)
 
@@ -126,6 +156,9 @@ class MLPDiscriminator(nn.Module):
         spectral_norm: bool = False,
         pack: int = 1,
         minibatch_std: int = 0,
+        pieces: int = 5,
+        input_dropout: float = 0.0,
+        init_range: float = 0.0,
     ) -> None:
         super().__init__()
         if cond not in CONDITIONING:
@@ -137,12 +170,15 @@ class MLPDiscriminator(nn.Module):
         sizes = [n_in, *hidden]
         std = [MinibatchStd(minibatch_std)] if minibatch_std else []
         n_last = sizes[-1] + (1 if minibatch_std else 0)
+        drop_in = [nn.Dropout(input_dropout)] if input_dropout > 0 else []
         self.net = nn.Sequential(
-            *mlp(sizes, activation, slope, dropout, batchnorm), *std, nn.Linear(n_last, 1)
-        )
+            *drop_in, *mlp(sizes, activation, slope, dropout, batchnorm, pieces), *std,
+            nn.Linear(n_last, 1),
+        )  # fmt: skip
         if self.project:
             self.embed = nn.Embedding(num_classes, n_last)
             nn.init.normal_(self.embed.weight, 0.0, 0.02)  # start near the unconditional D
+        uniform_init(self.net, init_range)
         if spectral_norm:
             apply_spectral_norm(self.net)
 
