@@ -70,8 +70,6 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    # adam, or sgd with momentum (Goodfellow et al. 2014 trained their GAN with SGD + momentum)
-    name: Literal["adam", "sgd"] = "adam"
     lr_g: float = 2.0e-4
     lr_d: float = 2.0e-4
     betas_g: tuple[float, float] = (0.5, 0.999)
@@ -89,6 +87,8 @@ class OptimConfig:
     momentum: float = 0.5
     momentum_end: float = 0.5
     momentum_steps: int = 0
+    # adam, or sgd with momentum (Goodfellow et al. 2014 trained their GAN with SGD + momentum)
+    name: Literal["adam", "sgd"] = "adam"
 
 
 @dataclass
