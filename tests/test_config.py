@@ -148,6 +148,7 @@ def test_config_dict_round_trip_is_plain():
     ("dcgan_mnist", ["data.img_size=7"], "data.img_size=7: DCGAN models need"),
     ("dcgan_mnist", ["data.img_size=30"], "data.img_size=30"),
     ("dcgan_mnist", ["data.img_size=100000"], r"data.img_size must be in \[1, 1024\]"),
+    ("dcgan_mnist", ["data.img_size=896"], "mnist images are 28 px; choose at most 112"),
     ("dcgan_mnist", ["model.g.ngf=0"], "model.g.ngf must be >= 1"),
     ("cdcgan_mnist", ["model.num_classes=3"], "model.num_classes=3 but mnist has 10 classes"),
 ])  # fmt: skip

@@ -242,9 +242,12 @@ def test_a_diverged_generator_is_refused(tmp_path, ring):
     with pytest.raises(CheckpointError) as e:
         load_generator(path)
     assert _one_line(e) == (
-        f"{path}: generator weights contain NaN/inf (step 8); use an earlier checkpoint"
+        f"{path}: generator weights contain NaN/inf (G.{weight}, step 8); use an earlier checkpoint"
     )
     assert load_generator(ring / "checkpoints" / "last.pt") is not None  # the finite one loads
+    for cmd in (["eval", str(path)], ["sample", str(path), "--out", str(tmp_path / "s.npy")]):
+        assert main(cmd) == 1  # eval and sample refuse it too (they used to exit 0)
+    assert not (tmp_path / "s.npy").exists()
 
 
 # ---- 6. a read-only run directory

@@ -191,20 +191,29 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             ) from None
         raise CheckpointError(f"{path}: not a readable gankit checkpoint ({reason})") from None
     _check_entries(ckpt, path)
+    _check_generators_finite(ckpt, path)
     return ckpt
+
+
+def _check_generators_finite(ckpt: dict, path: Path) -> None:
+    """A checkpoint whose generator weights hold NaN/inf (a diverged run saved by an older gankit)
+    samples garbage: a CheckpointError, so eval and sample never report numbers from it."""
+    for key, state in ckpt.items():
+        if not (key == "G" or key == "G_ema" or key.startswith("G/")) or not isinstance(state, dict):
+            continue
+        for name, t in state.items():
+            if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
+                raise CheckpointError(
+                    f"{path}: generator weights contain NaN/inf ({key}.{name}, step "
+                    f"{ckpt.get('step')}); use an earlier checkpoint"
+                )
 
 
 def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the generator (its moving average G_ema when stored) from the checkpoint alone, in
     eval mode. A generator with NaN/inf weights (a diverged run) is a CheckpointError."""
     ckpt = load_checkpoint(path, map_location)
-    G = load_models(ckpt, path=path)[0]
-    if not all(torch.isfinite(t).all() for t in G.state_dict().values() if t.is_floating_point()):
-        raise CheckpointError(
-            f"{path}: generator weights contain NaN/inf (step {ckpt['step']}); "
-            "use an earlier checkpoint"
-        )
-    return G.eval()
+    return load_models(ckpt, path=path)[0].eval()
 
 
 def load_weights(module: nn.Module, state: dict, key: str, where: str | os.PathLike) -> None:
