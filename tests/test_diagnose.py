@@ -23,7 +23,7 @@ MEMORISES = ["train.epochs=0", "train.steps=1000", "train.sample_every=500", "da
              "data.batch_size=16", "train.dstats_n=16", "optim.lr_d=3e-3",
              "model.d.hidden=[256,256]", *QUIET]  # fmt: skip
 EXPLODES = ["train.steps=200", "train.sample_every=100", "loss.name=wgan", "optim.lr_d=1e3",
-            "optim.lr_g=1e3", "train.ckpt_every=1000", *QUIET]  # fmt: skip
+            "optim.lr_g=1e3", "train.ckpt_every=1000", "train.stop_on=[]", *QUIET]  # fmt: skip
 
 
 def _snapshots(run):
@@ -72,6 +72,14 @@ def test_exploding_training_is_diagnosed_and_never_checkpointed(tmp_path):
     snaps = _snapshots(tmp_path / "r")
     assert "diverged" in snaps[0]["diagnoses"] and abs(snaps[0]["loss_d"]) > 1e4
     assert not (tmp_path / "r" / "checkpoints" / "last.pt").exists()  # inf Adam moments not kept
+
+
+def test_a_diverging_run_stops_by_default(tmp_path):
+    over = [o for o in EXPLODES if not o.startswith("train.stop_on")]
+    with pytest.raises(
+        DiagnosedStop, match="stopped by train.stop_on at step 200: training diverged"
+    ):
+        train(load_config("toy_ring", over), tmp_path / "r")
 
 
 def test_stop_on_stops_after_two_snapshots_and_keeps_the_checkpoint_from_before(tmp_path):

@@ -175,3 +175,18 @@ def test_a_short_image_run_warns_and_sigterm_still_writes_plots(
     assert "only 10 steps (5 epochs of 2 batches): far too few" in caplog.text
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 3
     assert (run / "plots" / "samples.gif").is_file()  # what was trained so far, plotted
+
+
+def _readme_block(heading: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(heading) :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```", start)]
+
+
+def test_readme_python_quickstart_runs_as_printed(tmp_path):
+    code = _readme_block("## Python quickstart")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "runs" / "my-ring" / "checkpoints" / "last.pt").is_file()

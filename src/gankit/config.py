@@ -123,7 +123,8 @@ class TrainConfig:
     augment: str = ""
     # live diagnoses (gankit.diagnose) that stop the run when they hold at two snapshots in a row,
     # keeping the last checkpoint from before them: any of d_won, collapsed, memorising, diverged
-    stop_on: list[str] = field(default_factory=list)
+    # (default: a diverged run stops instead of finishing "successfully" at loss 1e17)
+    stop_on: list[str] = field(default_factory=lambda: ["diverged"])
 
 
 @dataclass
