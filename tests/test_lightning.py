@@ -143,3 +143,14 @@ def test_data_module_yields_gankit_batches_in_order(cfg):
     dm = GANDataModule(cfg)
     (i, reals, _), *_ = dm.train_dataloader()
     assert i == 0 and torch.equal(reals[0], source.batch(0)[0])
+
+
+def test_report_reads_a_lightning_made_checkpoint(cfg, tmp_path):
+    from gankit.cli import main
+    from gankit.integrations.lightning import GANModule
+
+    path = GANModule(cfg).save_gankit_checkpoint(tmp_path / "ring.pt")
+    assert main(["report", str(path)]) == 0
+    html = (tmp_path / "ring.report.html").read_text()
+    assert "Verdict:" in html and "ring" in html and "decision" in html  # toy plots from G and D
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ring.pt", "ring.report.html"]

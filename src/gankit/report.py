@@ -247,8 +247,41 @@ def render_report(run_dir: str | Path) -> str:
             f"<style>{CSS}</style></head>\n<body>\n{body}\n</body></html>\n")  # fmt: skip
 
 
+def checkpoint_view(ckpt_path: Path, into: Path) -> Path:
+    """A run directory made from a checkpoint file alone (e.g. a Lightning module's
+    `save_gankit_checkpoint`): config.yaml, the checkpoint, and a sample grid for image models."""
+    from gankit.checkpoint import load_checkpoint
+    from gankit.config import config_from_dict, to_yaml
+
+    ckpt = load_checkpoint(ckpt_path)
+    (into / "checkpoints").mkdir(parents=True)
+    (into / "config.yaml").write_text(to_yaml(config_from_dict(ckpt["config"])))
+    (into / "checkpoints" / "last.pt").symlink_to(ckpt_path.resolve())
+    if len(ckpt.get("data_shape", [])) == 3:  # what `gankit sample CKPT --out grid.png` draws
+        from gankit.plots import save_grid
+        from gankit.run import draw
+
+        x, nrow, ids = draw(ckpt, 64)
+        save_grid(x, into / "samples" / f"{ckpt['step']:06d}.png", nrow if ids else 0)
+    else:  # toys: scatter, density and D's decision surface from the checkpoint's G and D
+        from gankit.run import plot_run
+
+        plot_run(into)
+    return into
+
+
 def write_report(run_dir: str | Path) -> Path:
-    """Write RUN_DIR/report.html (atomically) and return its path."""
+    """Write RUN_DIR/report.html (atomically) and return its path; for a checkpoint file CKPT (no
+    run directory: a Lightning module's export, a downloaded file), CKPT's stem + .report.html."""
+    path = Path(run_dir)
+    if path.is_file():
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            view = checkpoint_view(path, Path(tmp) / path.stem)
+            text = render_report(view)
+        out = path.with_name(f"{path.stem}.report.html")
+        return atomic_write(out, lambda t: Path(t).write_text(text, encoding="utf-8"))
     text = render_report(run_dir)
     path = atomic_write(
         Path(run_dir) / "report.html", lambda tmp: Path(tmp).write_text(text, encoding="utf-8")

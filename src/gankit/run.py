@@ -153,7 +153,9 @@ def plot_run(run_dir: str | Path, n: int = 2500) -> list[Path]:
     run_dir = Path(run_dir)
     history = read_jsonl(run_dir / "metrics.jsonl")
     out = run_dir / "plots"
-    written = [plots.save_figure(plots.loss_curves(history), out / "losses.png")]
+    written = []
+    if any("loss_d" in r for r in history):  # a checkpoint alone (no metrics.jsonl) has no curves
+        written.append(plots.save_figure(plots.loss_curves(history), out / "losses.png"))
     if any("dstat_train_mean" in r for r in history):
         written.append(plots.save_figure(plots.dstats(history), out / "dstats.png"))
     grids = sorted((run_dir / "samples").glob("*.png"))
