@@ -81,7 +81,7 @@ def test_eval_appends_with_protocol_and_json(ring_run, capsys):
     assert json.loads(capsys.readouterr().out)["high_quality"] == rec["high_quality"]
     assert main(["eval", str(ring_run), "--metrics", "modes,sliced_w1"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("modes: ") and "sliced_w1: sliced_w1=" in out
+    assert out.startswith("verdict: ") and "\nmodes: " in out and "sliced_w1: sliced_w1=" in out
 
 
 def test_plot_writes_pngs_and_gif(ring_run):
@@ -107,7 +107,7 @@ def test_sample_seeds_are_reproducible(ring_run, tmp_path):
     )
     assert np.loadtxt(c, delimiter=",").shape == (10, 2)
     assert main(["sample", str(ring_run), "--out", str(tmp_path / "s.png")]) == 0
-    assert main(["sample", str(ring_run), "--out", str(tmp_path / "s.xyz")]) == 1
+    assert main(["sample", str(ring_run), "--out", str(tmp_path / "s.xyz")]) == 2  # usage
 
 
 def test_corrupt_and_missing_checkpoints_are_one_line_errors(tmp_path, capsys):

@@ -174,12 +174,16 @@ def test_stabiliser_config_errors(overrides, match):
         load_config("toy_ring", overrides)
 
 
-def test_augment_on_toy_data_is_refused(tmp_path, tiny_overrides):
-    from gankit.trainer import train
-    from gankit.utils import GankitError
+def test_augment_on_toy_data_is_refused_before_any_work(tiny_overrides):
+    with pytest.raises(ConfigError, match="needs image data; ring is a toy density"):
+        load_config("toy_ring", [*tiny_overrides, "train.augment=color"])
 
-    with pytest.raises(GankitError, match="needs image data"):
-        train(load_config("toy_ring", [*tiny_overrides, "train.augment=color"]), tmp_path / "r")
+
+def test_minibatch_std_group_must_divide_the_batch_d_sees():
+    with pytest.raises(ConfigError, match="minibatch_std=4 must divide .* = 50"):
+        load_config(
+            "toy_ring", ["data.batch_size=100", "model.d.pack=2", "model.d.minibatch_std=4"]
+        )
 
 
 def test_pairs_of_stream_keys_never_collide_on_small_grids():

@@ -199,9 +199,8 @@ def _check_generators_finite(ckpt: dict, path: Path) -> None:
     """A checkpoint whose generator weights hold NaN/inf (a diverged run saved by an older gankit)
     samples garbage: a CheckpointError, so eval and sample never report numbers from it."""
     for key, state in ckpt.items():
-        if not (key == "G" or key == "G_ema" or key.startswith("G/")) or not isinstance(
-            state, dict
-        ):
+        generator = key in ("G", "G_ema") or key.startswith(("G/", "G_ema/"))
+        if not generator or not isinstance(state, dict):
             continue
         for name, t in state.items():
             if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():

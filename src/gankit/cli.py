@@ -64,7 +64,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "train needs a preset name or a YAML file (see `gankit list presets`)"
             )
         cfg = load_config(args.config, args.set)
-        run_dir = Path(args.run_dir) if args.run_dir else new_run_dir(Path(args.config).stem)
+        run_dir = (
+            Path(args.run_dir)
+            if args.run_dir
+            else new_run_dir(Path(args.config).stem, create=not args.dry_run)
+        )
         check_new_run_dir(run_dir, clear=False)  # train() clears a restartable one
     if args.dry_run:
         print(to_yaml(cfg), end="")
@@ -132,9 +136,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from gankit.run import resolve
     from gankit.utils import read_jsonl
 
-    run_dir, _ = resolve(args.path)
-    if run_dir is not None and not args.floor:
-        print(f"verdict: {verdict(read_jsonl(run_dir / 'metrics.jsonl'))}")
+    run_dir, ckpt = resolve(args.path)
+    run_dir = run_dir or (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None)
+    if run_dir is not None and not args.floor:  # the run's diagnoses up to the evaluated step
+        upto = records[0].get("step") if records else None
+        print(f"verdict: {verdict(read_jsonl(run_dir / 'metrics.jsonl'), upto)}")
     skip = (
         "metric",
         "time",

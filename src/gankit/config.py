@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from gankit.errors import UsageError
+from gankit.errors import GankitError, UsageError
 
 
 class ConfigError(UsageError):
@@ -371,9 +371,13 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
-    """Rebuild a Config stored in a checkpoint or run directory."""
-    cfg = from_dict(Config, raw)
-    validate(cfg)
+    """Rebuild a Config stored in a checkpoint or run directory. A stored config that this version's
+    checks refuse is a runtime error (exit 1), not a usage error: the user typed nothing wrong."""
+    try:
+        cfg = from_dict(Config, raw)
+        validate(cfg)
+    except ConfigError as e:
+        raise GankitError(f"the run's stored config is not valid for this gankit: {e}") from None
     return cfg
 
 
@@ -557,9 +561,16 @@ def _validate_stabilisers(cfg: Config) -> None:
     from gankit.augment import parse_policy
 
     try:
-        parse_policy(cfg.train.augment)
+        policy = parse_policy(cfg.train.augment)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    from gankit.data import TOYS
+
+    if policy and cfg.data.name in TOYS:
+        raise ConfigError(
+            f"train.augment={cfg.train.augment!r} needs image data; {cfg.data.name} is a toy "
+            "density: unset train.augment"
+        )
     pack = cfg.model.d.get("pack", 1)
     if pack < 1:
         raise ConfigError(f"model.d.pack must be >= 1 (1 = no packing), got {pack}")
@@ -572,6 +583,11 @@ def _validate_stabilisers(cfg: Config) -> None:
     group = cfg.model.d.get("minibatch_std", 0)
     if group < 0 or group == 1:
         raise ConfigError(f"model.d.minibatch_std is a group size >= 2 (0 = off), got {group}")
+    if group and (cfg.data.batch_size // pack) % group:
+        raise ConfigError(
+            f"model.d.minibatch_std={group} must divide the batch D sees: data.batch_size / "
+            f"model.d.pack = {cfg.data.batch_size // pack}"
+        )
     if cfg.model.d.get("cond") == "projection" and cfg.model.num_classes and pack > 1:
         raise ConfigError(
             "model.d.pack > 1 needs model.d.cond=concat (projection scores one label)"

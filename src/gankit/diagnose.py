@@ -4,11 +4,11 @@ as one verdict line by `gankit eval` and the HTML report.
 
 Each diagnosis is a rule on numbers the loop has anyway:
 - `d_won`: D separates real from fake almost perfectly (mean sigmoid D(fake) < 0.05 and D(real-train)
-  > 0.95 on the snapshot's D-statistics): the non-saturating G loss then gives G a vanishing
-  signal, and with the minimax loss none at all (Goodfellow et al. 2014, Sec. 3; Arjovsky & Bottou
-  2017).
+  > 0.95 on the snapshot's D-statistics; BCE losses only): the minimax G loss then saturates and
+  the non-saturating one gives unstable, uninformative updates (Goodfellow et al. 2014, Sec. 3;
+  Arjovsky & Bottou 2017).
 - `collapsed`: G covers too little of the data: toys with modes (ring, grid): fewer than half of
-  the modes, or under 50 % of the samples near any mode; labelled images with a domain classifier:
+  the modes captured; labelled images with a domain classifier:
   fewer than half of the classes among the snapshot's fakes; any data: the fakes' mean pairwise
   distance below 30 % of the real samples' (mode collapse makes samples alike).
 - `memorising`: D scores real training images well above held-out real ones (train - test gap of
@@ -54,8 +54,15 @@ def weight_norm(*modules: nn.Module) -> float:
     return math.sqrt(total) if math.isfinite(total) else total
 
 
-def diagnose(rec: dict[str, Any]) -> list[str]:
+BCE_LOSSES = ("nonsaturating", "minimax")  # sigmoid(D) is a probability only for these
+
+
+def diagnose(rec: dict[str, Any], loss: str = "nonsaturating") -> list[str]:
     """The diagnoses (names from DIAGNOSES) that the metrics.jsonl fields of `rec` support.
+
+    `d_won` and `memorising` read sigmoid(D) as a probability, which holds for the BCE losses only
+    (for lsgan, hinge, wgan and rpgan, D's outputs have no fixed offset or scale): other losses get
+    the coverage and divergence rules.
 
     Reads whichever of these fields are present: loss_d, loss_g, dstat_{train,fake,test}_mean,
     modes / num_modes / high_quality (toys), classes_seen / num_classes (labelled images),
@@ -63,12 +70,13 @@ def diagnose(rec: dict[str, Any]) -> list[str]:
     """
     out = []
     fake, real, test = (rec.get(f"dstat_{k}_mean") for k in ("fake", "train", "test"))
+    if loss not in BCE_LOSSES:
+        fake = real = test = None
     if fake is not None and real is not None and fake < D_WON_FAKE and real > D_WON_REAL:
         out.append("d_won")
     collapsed = False
-    if rec.get("num_modes"):
+    if rec.get("num_modes"):  # (few high-quality samples over all modes is blur, not collapse)
         collapsed |= rec["modes"] < COLLAPSE_SHARE * rec["num_modes"]
-        collapsed |= rec.get("high_quality", 1.0) < COLLAPSE_SHARE
     if rec.get("num_classes_clf"):
         collapsed |= rec["classes_seen"] < COLLAPSE_SHARE * rec["num_classes_clf"]
     if rec.get("diversity_ratio") is not None:
@@ -94,8 +102,8 @@ def describe(diagnoses: Iterable[str], rec: dict[str, Any]) -> str:
         if d == "d_won":
             parts.append(
                 f"D won at step {step:,}: D(fake) {rec['dstat_fake_mean']:.3f}, D(real) "
-                f"{rec['dstat_train_mean']:.3f}; G gets almost no gradient (try loss.r1_weight, "
-                "model.d.spectral_norm, a lower optim.lr_d or train.augment)"
+                f"{rec['dstat_train_mean']:.3f}; G's updates carry little information (try "
+                "loss.r1_weight, model.d.spectral_norm, a lower optim.lr_d or train.augment)"
             )
         elif d == "collapsed":
             parts.append(f"mode collapse at step {step:,}: {coverage(rec)}")
@@ -137,10 +145,11 @@ def _since(snaps: list[dict[str, Any]], name: str) -> int:
     return step
 
 
-def verdict(history: list[dict[str, Any]]) -> str:
-    """The one-line verdict of a run from its metrics.jsonl records: what the last snapshot's
-    diagnoses say (and since which step they hold), or that nothing went wrong."""
-    snaps = [r for r in history if "diagnoses" in r]
+def verdict(history: list[dict[str, Any]], upto: int | None = None) -> str:
+    """The one-line verdict of a run from its metrics.jsonl records (those up to step `upto`, e.g.
+    an evaluated checkpoint's): what the last snapshot's diagnoses say (and since which step they
+    hold), or that nothing went wrong."""
+    snaps = [r for r in history if "diagnoses" in r and (upto is None or r["step"] <= upto)]
     if not snaps:
         return "no diagnostics recorded (run made by an older gankit, or no snapshot after step 0)"
     last = snaps[-1]

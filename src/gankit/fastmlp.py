@@ -47,6 +47,8 @@ def eligible(G: nn.Module, D: nn.Module, cfg: Config) -> str | None:
         return "gradient penalties"
     if cfg.loss.r2_weight:
         return "gradient penalties"
+    if cfg.train.augment:
+        return "train.augment (DiffAugment)"
     if cfg.train.amp or cfg.train.compile:
         return "train.amp / train.compile"
     if getattr(D, "pack", 1) > 1:

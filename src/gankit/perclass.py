@@ -38,14 +38,17 @@ from gankit.models import build_models
 from gankit.sample import generate, sample_z
 from gankit.trainer import (
     LOG_KEYS,
+    NonFiniteLossError,
     TrainState,
     _check_resume_config,
     _SignalGuard,
     build_state,
     ema_update,
+    finite_state,
     interrupted,
     new_run_dir,
     nonfinite_error,
+    record_env,
     set_lr,
     train_step,
     truncate_log,
@@ -53,10 +56,8 @@ from gankit.trainer import (
 from gankit.utils import (
     GankitError,
     append_jsonl,
-    env_info,
     get_device,
     make_generator,
-    write_json,
 )
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,15 @@ def _observe(state: PerClassState, probes: ClassProbes, cfg: Config, run_dir: Pa
 def _save(
     path: Path, state: PerClassState, cfg: Config, shape: tuple[int, ...], gens: dict
 ) -> None:
-    """One checkpoint holding every pair: keys "G/K", "D/K", "G_ema/K", "opt_g/K", "opt_d/K"."""
+    """One checkpoint holding every pair: keys "G/K", "D/K", "G_ema/K", "opt_g/K", "opt_d/K".
+    Never written when a pair's weights or Adam moments became NaN/inf (NonFiniteLossError)."""
+    bad = [c for c, p in state.pairs.items() if not finite_state(p)]
+    if bad:
+        good = f"step {load_checkpoint(path)['step']}" if path.exists() else "none"
+        raise NonFiniteLossError(
+            f"class {bad[0]}: weights or Adam moments became non-finite by step {state.step}; "
+            f"stopped without saving (last good checkpoint: {good}); lower optim.lr_d/lr_g"
+        )
     models: dict[str, nn.Module | None] = {}
     opts: dict[str, torch.optim.Optimizer] = {}
     for c, p in state.pairs.items():
@@ -295,7 +304,7 @@ def train_per_class(cfg: Config, run_dir: str | Path, resume: bool = False) -> P
     if cfg.train.augment:  # checkpointed only when used: older checkpoints keep loading
         gens |= {f"augment/{c}": p.aug_gen for c, p in state.pairs.items()}
     _open_run_dir(run_dir, cfg, state, probes, gens, resume)
-    write_json(env_info(device), run_dir / "env.json")
+    record_env(run_dir, cfg, device, state.step if resume else None)
     if tc.compile:
         for p in state.pairs.values():
             p.G.compile()

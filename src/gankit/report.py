@@ -196,9 +196,11 @@ def render_report(run_dir: str | Path) -> str:
     from gankit.diagnose import verdict
 
     line = verdict(history)
-    healthy = "no collapse, D has not won" in line
+    kind = "ok" if "no collapse, D has not won" in line else "bad"
+    if not any("diagnoses" in r for r in history):
+        kind = "muted"  # nothing was diagnosed (a checkpoint alone, or an older run)
     parts = [f"<h1>{esc(run_dir.resolve().name)}</h1>",
-             f'<p class="verdict {"ok" if healthy else "bad"}"><strong>Verdict:</strong> {esc(line)}</p>',
+             f'<p class="verdict {kind}"><strong>Verdict:</strong> {esc(line)}</p>',
              table(header)]  # fmt: skip
     if note:
         parts.append(f'<p class="muted">{esc(note)}</p>')

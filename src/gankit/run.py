@@ -21,11 +21,22 @@ from gankit.data import data_from_config
 from gankit.utils import GankitError, UsageError, append_jsonl, make_generator, read_jsonl
 
 
-def new_run_dir(name: str, root: str | Path = "runs") -> Path:
-    """runs/NNNNN-name with the next free number (existing runs are never reused)."""
+def new_run_dir(name: str, root: str | Path = "runs", create: bool = True) -> Path:
+    """runs/NNNNN-name with the next free number, created here so that two commands started at
+    once never pick the same directory (existing runs are never reused)."""
     root = Path(root)
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
     taken = [int(m.group(1)) for p in root.glob("*") if (m := re.match(r"(\d{5})-", p.name))]
-    return root / f"{max(taken, default=0) + 1:05d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
+    number = max(taken, default=0) + 1
+    while create:
+        path = root / f"{number:05d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            number += 1
+    return root / f"{number:05d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
 
 
 def check_new_run_dir(run_dir: Path, *, clear: bool = True) -> None:
@@ -187,8 +198,11 @@ def plot_run(run_dir: str | Path, n: int = 2500) -> list[Path]:
         xs, ys, pts = plots.grid_points(
             (lo[0] - pad[0], hi[0] + pad[0], lo[1] - pad[1], hi[1] + pad[1])
         )
+        grid = torch.from_numpy(pts)
+        pack = getattr(D, "pack", 1)  # a packed D scores a pack of copies of each point
         with torch.no_grad(), eval_mode(D):
-            prob = torch.sigmoid(D(torch.from_numpy(pts))).numpy().reshape(len(ys), len(xs))
+            logits = D(grid.repeat_interleave(pack, dim=0) if pack > 1 else grid)
+            prob = torch.sigmoid(logits).numpy().reshape(len(ys), len(xs))
         fig = plots.decision_surface(xs, ys, prob, real[:500], fake[:500])
         written.append(plots.save_figure(fig, out / "decision.png"))
     snaps = sorted((run_dir / "samples").glob("*.npy"))

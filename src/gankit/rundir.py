@@ -9,12 +9,14 @@ so a crashed run never leaves a stale lock behind. The file keeps the holder's p
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
 from types import TracebackType
 
 from gankit.utils import GankitError
 
+log = logging.getLogger(__name__)
 LOCK_NAME = ".lock"
 
 
@@ -28,17 +30,23 @@ class RunLock:
     def __init__(self, run_dir: str | os.PathLike) -> None:
         self.path = Path(run_dir) / LOCK_NAME
         self._fd: int | None = None
+        self._created = False  # the directory did not exist: removed again if left empty
 
     def __enter__(self) -> RunLock:
         try:
             import fcntl
         except ImportError:  # not POSIX: no advisory locks; one writer is then the user's care
             return self
+        self._created = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as e:
+            if not isinstance(e, BlockingIOError):  # e.g. NFS/Lustre without flock support
+                os.close(fd)
+                log.warning("cannot lock %s (%s): keeping to one writer is up to you", self.path, e)
+                return self
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
             raise RunDirBusy(
@@ -58,3 +66,7 @@ class RunLock:
                 os.ftruncate(self._fd, 0)
             os.close(self._fd)  # releases the flock
             self._fd = None
+            if self._created and [p.name for p in self.path.parent.iterdir()] == [LOCK_NAME]:
+                with contextlib.suppress(OSError):  # a run refused before writing anything
+                    self.path.unlink()
+                    self.path.parent.rmdir()

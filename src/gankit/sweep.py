@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -127,8 +126,8 @@ def run_seed(config: str, overrides: list[str], seed: int, run_dir: str | Path,
     plan, start = plan_seed(run_dir)
     trained, train_s = 0, 0.0
     if plan != "done":
-        if plan == "fresh" and run_dir.exists():
-            shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing worth keeping
+        # a run killed before its first checkpoint is cleared by train() itself, under the run
+        # directory's lock (deleting it here could pull the directory from under a live writer)
         t0 = time.perf_counter()
         state = train(cfg, run_dir, resume=plan == "resume")
         trained, train_s = state.step - (start or 0), time.perf_counter() - t0

@@ -213,9 +213,10 @@ def total_steps(cfg: Config, batches_per_epoch: int | None) -> int:
     return math.ceil(cfg.train.epochs * batches_per_epoch / cfg.optim.d_steps)
 
 
+# config keys a resume may change (and every eval.* and track.* key)
 RESUMABLE_KEYS = ("train.steps", "train.epochs", "train.log_every", "train.ckpt_every",
                   "train.keep_every", "train.device", "train.threads", "train.progress",
-                  "train.stop_on", "optim.lr_g", "optim.lr_d", "eval.", "track.")  # fmt: skip
+                  "train.stop_on", "optim.lr_g", "optim.lr_d")  # fmt: skip
 
 
 def _check_resume_config(stored: dict, cfg: Config) -> None:
@@ -227,9 +228,13 @@ def _check_resume_config(stored: dict, cfg: Config) -> None:
             out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
         return out
 
-    old, new = flat(stored), flat(to_dict(cfg))
+    from gankit.config import from_dict
+
+    # keys added by later gankit versions take their defaults in an older run's stored config
+    old, new = flat(to_dict(from_dict(Config, stored))), flat(to_dict(cfg))
     diff = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    diff = [k for k in diff if not k.startswith(RESUMABLE_KEYS)]
+    resumable = lambda k: k in RESUMABLE_KEYS or k.startswith(("eval.", "track."))  # noqa: E731
+    diff = [k for k in diff if not resumable(k)]
     if diff:
         raise GankitError(
             f"--resume: config differs from the run's in {', '.join(diff)}; only "
@@ -348,7 +353,7 @@ def _observe(state: TrainState, probes: Probes, cfg: Config, run_dir: Path) -> d
         rec["diversity_ratio"] = mean_pairwise_distance(fresh) / probes.real_diversity
     rec["weight_norm"] = weight_norm(state.G, state.D)
     if state.step >= DIAGNOSE_FROM:  # G at (or near) its initialisation is not a diagnosis
-        rec["diagnoses"] = diagnose(rec)
+        rec["diagnoses"] = diagnose(rec, cfg.loss.name)
     return rec
 
 
@@ -413,17 +418,28 @@ def nonfinite_error(
 def finite_state(state: TrainState) -> bool:
     """Whether every weight and Adam moment of the pair is finite (a checkpoint worth keeping: a
     finite loss can hide inf in Adam's second moments, which would diverge again on resume)."""
-    tensors = [p for m in (state.G, state.D, state.G_ema) if m is not None for p in m.parameters()]
+    tensors = [t for m in (state.G, state.D, state.G_ema) if m is not None
+               for t in (*m.parameters(), *m.buffers()) if t.is_floating_point()]  # fmt: skip
     for opt in (state.opt_g, state.opt_d):
         tensors += [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)]
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
-def interrupted(signum: int, step: int, last: Path) -> TrainingInterrupted:
+def interrupted(signum: int, step: int, last: Path, saved: bool = True) -> TrainingInterrupted:
     name = signal.Signals(signum).name
+    if not saved:  # a train.stop_on diagnosis held: the checkpoint from before it is kept
+        return TrainingInterrupted(
+            f"{name} at step {step}: not saved while a train.stop_on diagnosis holds; {last} "
+            f"keeps {_ckpt_step(last)}; continue with --resume", signum
+        )  # fmt: skip
     return TrainingInterrupted(
         f"{name} at step {step}: checkpoint saved to {last}; continue with --resume", signum
     )
+
+
+def _ckpt_step(path: Path) -> str:
+    """'step N' of the checkpoint at `path`, or 'none'."""
+    return f"step {load_checkpoint(path)['step']}" if path.exists() else "none"
 
 
 def train(cfg: Config, run_dir: str | Path, resume: bool = False) -> TrainState:
@@ -519,18 +535,17 @@ def _train(cfg: Config, run_dir: Path, resume: bool) -> TrainState:
         snaps.append(rec)
         suspect = any(d in cfg.train.stop_on for d in rec["diagnoses"])
         if stop:
-            good = f"step {load_checkpoint(last)['step']}" if last.exists() else "none"
             raise DiagnosedStop(
                 f"stopped by train.stop_on at step {rec['step']}: {describe(stop, rec)}; "
-                f"last checkpoint kept from before it: {good}"
+                f"last checkpoint kept from before it: {_ckpt_step(last)}"
             )
 
     def checkpoint(path: Path) -> None:
         if not finite_state(state):
-            good = f"step {load_checkpoint(last)['step']}" if last.exists() else "none"
             raise NonFiniteLossError(
                 f"weights or Adam moments became non-finite by step {state.step}; stopped without "
-                f"saving (last good checkpoint: {good}); resume it with a lower optim.lr_d/lr_g"
+                f"saving (last good checkpoint: {_ckpt_step(last)}); resume it with a lower "
+                "optim.lr_d/lr_g"
             )
         save_checkpoint(
             path, step=state.step, config=to_dict(cfg),
@@ -620,12 +635,18 @@ def _train(cfg: Config, run_dir: Path, resume: bool) -> TrainState:
                 elif s % sample_every == 0:
                     record(rec := {"step": s, **_observe(state, probes, cfg, run_dir)})
                     watch(rec)
-                if is_ckpt and (not suspect or guard.signum is not None):
+                if is_ckpt and suspect and s == steps:  # diagnosed at the very end: no good last.pt
+                    raise DiagnosedStop(
+                        f"stopped by train.stop_on at the last step {s}: "
+                        f"{describe([d for d in snaps[-1]['diagnoses'] if d in tc.stop_on], rec)}; "
+                        f"last checkpoint kept from before it: {_ckpt_step(last)}"
+                    )
+                if is_ckpt and not suspect:
                     checkpoint(last)
                     if tc.keep_every and s % tc.keep_every == 0:
                         checkpoint(ckpt_dir / f"step_{s:06d}.pt")
                 if guard.signum is not None:
                     bar.close()
-                    raise interrupted(guard.signum, s, last)
+                    raise interrupted(guard.signum, s, last, saved=not suspect)
         bar.close()
     return state

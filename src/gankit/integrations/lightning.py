@@ -116,7 +116,8 @@ class GANModule(L.LightningModule):
         self.state: TrainState | None = None  # built on the fit's device in on_fit_start
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
-        """[opt_g, opt_d]: gankit's two Adam optimizers (lr_g/lr_d, betas_g/betas_d, fused)."""
+        """[opt_g, opt_d]: gankit's two optimizers (optim.name: fused Adam with lr_g/lr_d and
+        betas_g/betas_d, or SGD with momentum)."""
         return list(self._optimizers)
 
     def on_fit_start(self) -> None:
@@ -166,7 +167,8 @@ class GANModule(L.LightningModule):
         self.step = state.step
         if self.step % cfg.train.log_every == 0 or self.step >= self.total_steps:
             # at gankit's log cadence: logging every step costs a host sync and Lightning's
-            # bookkeeping per step, which dominates a toy step
+            # bookkeeping per step, which dominates a toy step; pair it with
+            # Trainer(log_every_n_steps=2 * train.log_every) (two optimizer steps per gankit step)
             self.log_dict(
                 out, prog_bar=True, on_step=True, on_epoch=False, batch_size=reals[0].shape[0]
             )

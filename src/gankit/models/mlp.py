@@ -114,13 +114,14 @@ class MLPGenerator(nn.Module):
         output: str = "none",
         spectral_norm: bool = False,
         init_range: float = 0.0,
+        pieces: int = 5,
     ) -> None:
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"unknown output {output!r}; choose from: {', '.join(OUTPUTS)}")
         self.z_dim, self.data_shape, self.num_classes = z_dim, tuple(data_shape), num_classes
         sizes = [z_dim + num_classes, *hidden]
-        layers = mlp(sizes, activation, slope, dropout, batchnorm)
+        layers = mlp(sizes, activation, slope, dropout, batchnorm, pieces)
         layers.append(nn.Linear(sizes[-1], math.prod(self.data_shape)))
         if output != "none":
             layers.append(nn.Tanh() if output == "tanh" else nn.Sigmoid())
