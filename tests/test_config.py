@@ -164,3 +164,18 @@ def test_the_users_steps_win_over_the_presets_epochs():
     assert (cfg.train.steps, cfg.train.epochs) == (40, 0)
     both = load_config("dcgan_mnist", ["train.steps=40", "train.epochs=2"])
     assert both.train.epochs == 2  # both given: epochs counts, as documented
+
+
+def test_amp_auto_follows_the_hardware(monkeypatch):
+    import torch
+
+    import gankit.utils as utils
+
+    assert load_config("dcgan_mnist", ["train.amp=auto"]).train.amp == "auto"
+    with pytest.raises(ConfigError, match="train.amp"):
+        load_config("dcgan_mnist", ["train.amp=fast"])
+    cpu = torch.device("cpu")
+    assert utils.use_amp(True, cpu) and not utils.use_amp(False, cpu)
+    for native in (True, False):
+        monkeypatch.setattr(utils, "bf16_native", lambda d, native=native: native)
+        assert utils.use_amp("auto", cpu) is native

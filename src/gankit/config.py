@@ -116,7 +116,9 @@ class TrainConfig:
     classes: list[int] = field(default_factory=list)  # [] = every class
     # speed levers for image models; pick them by measurement on your machine (`gankit bench dcgan`)
     channels_last: bool = False  # NHWC memory format for convolutions
-    amp: bool = False  # bfloat16 autocast (CPU with AVX-512 bf16/AMX, or GPU)
+    # bfloat16 autocast: true, false, or auto (on where the hardware computes bf16 natively: a CPU
+    # with AVX-512-bf16 or AMX, a CUDA GPU with bf16 support)
+    amp: bool | Literal["auto"] = False
     compile: bool = False  # torch.compile G and D (minutes of compilation first)
     # DiffAugment (Zhao et al. 2020) of real and fake images before D: "" or ops from
     # color, translation, cutout, e.g. "color,translation,cutout" (images only)

@@ -58,6 +58,7 @@ from gankit.utils import (
     append_jsonl,
     get_device,
     make_generator,
+    use_amp,
 )
 
 log = logging.getLogger(__name__)
@@ -309,7 +310,7 @@ def train_per_class(cfg: Config, run_dir: str | Path, resume: bool = False) -> P
         for p in state.pairs.values():
             p.G.compile()
             p.D.compile()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=tc.amp)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp(tc.amp, device))
     if state.step == 0:
         append_jsonl(
             {"step": 0, **_observe(state, probes, cfg, run_dir)}, run_dir / "metrics.jsonl"

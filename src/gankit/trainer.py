@@ -40,6 +40,7 @@ from gankit.utils import (
     make_generator,
     read_jsonl,
     seed_everything,
+    use_amp,
     write_atomic_text,
     write_json,
 )
@@ -566,7 +567,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool) -> TrainState:
         state.G.compile()  # in place: state_dict keys (and checkpoints) stay those of the module
         state.D.compile()
     # bfloat16 autocast: no loss scaling needed; choose it by measurement (`gankit bench dcgan`)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.amp)
+    amp = use_amp(cfg.train.amp, device)
+    log.info("bf16 autocast: %s", "on" if amp else "off")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
 
     from gankit.track import open_tracker
 

@@ -211,6 +211,28 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
             m.train(mode)
 
 
+def bf16_native(device: torch.device) -> bool:
+    """Whether `device` computes bfloat16 natively (CUDA with bf16 support, or a CPU with
+    AVX-512-bf16 / AMX), where bf16 autocast pays; on other CPUs it is emulated and slower."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        flags = next(
+            (ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")),
+            "",
+        )
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def use_amp(amp: bool | str, device: torch.device) -> bool:
+    """train.amp resolved for `device`: True/False as given, "auto" by `bf16_native`."""
+    return bf16_native(device) if amp == "auto" else bool(amp)
+
+
 def cpu_model() -> str:
     """The CPU model name, for benchmark reports."""
     try:
