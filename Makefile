@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/gankit train toy_ring --run-dir $(DEMO_DIR)
+	$(BIN)/gankit train toy_ring --set train.steps=10000 --run-dir $(DEMO_DIR)
 	$(BIN)/gankit eval $(DEMO_DIR)
 	$(BIN)/gankit plot $(DEMO_DIR)
 	$(BIN)/gankit report $(DEMO_DIR)
