@@ -81,7 +81,7 @@ def test_sample_class_k_all_and_errors(cond_run, tmp_path, capsys):
     b = Image.open(tmp_path / "d" / "class_1_seed_000001.png").tobytes()
     assert a != b
     capsys.readouterr()
-    assert main(["sample", str(cond_run), "--class", "2", "--out", str(tmp_path / "x.png")]) == 1
+    assert main(["sample", str(cond_run), "--class", "2", "--out", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "choose from 0-1 or all" in err
 
@@ -91,7 +91,7 @@ def test_class_on_an_unconditional_model_is_an_error(stripes, tmp_path, capsys):
     train(load_config("dcgan_mnist", over), tmp_path / "u")
     capsys.readouterr()
     assert (
-        main(["sample", str(tmp_path / "u"), "--class", "0", "--out", str(tmp_path / "x.png")]) == 1
+        main(["sample", str(tmp_path / "u"), "--class", "0", "--out", str(tmp_path / "x.png")]) == 2
     )
     assert "unconditional" in capsys.readouterr().err
 

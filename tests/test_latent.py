@@ -106,13 +106,13 @@ def test_conditional_interpolation_fixed_class_and_sweep(runs, tmp_path, capsys)
         fixed[0], x[1], atol=1e-5
     )  # seed 0 in class 1 = the sweep's (seed 0, class 1)
     run = str(runs["cond"])
-    assert main(["interpolate", run, "--seeds", "0,1", "--out", str(tmp_path / "a.png")]) == 1
+    assert main(["interpolate", run, "--seeds", "0,1", "--out", str(tmp_path / "a.png")]) == 2
     assert "--class K" in capsys.readouterr().err
     assert (
         main(
             ["interpolate", run, "--seeds", "0,1", "--class", "7", "--out", str(tmp_path / "a.png")]
         )
-        == 1
+        == 2
     )
     assert "choose a class in 0-1 or sweep" in capsys.readouterr().err
     assert (

@@ -154,3 +154,16 @@ def test_report_reads_a_lightning_made_checkpoint(cfg, tmp_path):
     html = (tmp_path / "ring.report.html").read_text()
     assert "Verdict:" in html and "ring" in html and "decision" in html  # toy plots from G and D
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ring.pt", "ring.report.html"]
+
+
+def test_fit_honours_train_threads(tiny_overrides):
+    from gankit.integrations.lightning import GANDataModule, GANModule, lightning_steps
+
+    before = torch.get_num_threads()
+    want = 2 if before != 2 else 1
+    cfg = load_config("toy_ring", [*tiny_overrides, f"train.threads={want}"])
+    try:
+        _trainer(max_steps=lightning_steps(cfg, 2)).fit(GANModule(cfg), GANDataModule(cfg))
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)
