@@ -24,7 +24,7 @@ EXAMPLES_EVAL = """examples:
   gankit eval runs/00001-toy_ring --json
   gankit eval runs/00002-gan_mlp_mnist --metrics parzen,dstats
   gankit eval runs/00002-gan_mlp_mnist --metrics parzen --floor
-  gankit classifier fit mnist && gankit eval RUN --metrics classifier,fid_clf
+  gankit eval RUN --metrics classifier,fid_clf   # the packaged MNIST/Fashion-MNIST classifier
   gankit eval RUN --metrics fid,kid,is,prc --inception-weights weights-inception-2015-12-05-6726825d.pth
 """
 
