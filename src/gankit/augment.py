@@ -11,6 +11,8 @@ Every random number comes from an explicit `torch.Generator`, so a run is reprod
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -21,6 +23,7 @@ TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
 
 
+@functools.lru_cache(maxsize=16)  # train_step reads train.augment on every step
 def parse_policy(text: str) -> tuple[str, ...]:
     """Comma-separated policy string -> tuple of op names, e.g. 'color,cutout' -> ('color', 'cutout').
 

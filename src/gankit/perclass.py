@@ -43,6 +43,7 @@ from gankit.trainer import (
     _check_resume_config,
     _SignalGuard,
     build_state,
+    ckpt_step,
     ema_update,
     finite_state,
     interrupted,
@@ -197,10 +198,10 @@ def _save(
     Never written when a pair's weights or Adam moments became NaN/inf (NonFiniteLossError)."""
     bad = [c for c, p in state.pairs.items() if not finite_state(p)]
     if bad:
-        good = f"step {load_checkpoint(path)['step']}" if path.exists() else "none"
         raise NonFiniteLossError(
             f"class {bad[0]}: weights or Adam moments became non-finite by step {state.step}; "
-            f"stopped without saving (last good checkpoint: {good}); lower optim.lr_d/lr_g"
+            f"stopped without saving (last good checkpoint: {ckpt_step(path)}); lower "
+            "optim.lr_d/lr_g"
         )
     models: dict[str, nn.Module | None] = {}
     opts: dict[str, torch.optim.Optimizer] = {}

@@ -46,9 +46,9 @@ from gankit.utils import (
 )
 
 log = logging.getLogger(__name__)
-LOG_KEYS = ("loss_d", "loss_g", "d_real", "d_fake")
+LOG_KEYS = ("loss_d", "loss_g", "d_real", "d_fake")  # d_real/d_fake: mean sigmoid(D(.)) of the step
 DIAGNOSE_FROM = 100  # first step whose snapshot is diagnosed
-SHORT_RUN = 500  # image runs shorter than this get a warning: DCGANs need thousands of steps  # d_real/d_fake: mean sigmoid(D(.)) of the step
+SHORT_RUN = 500  # image runs shorter than this get a warning: DCGANs need thousands of steps
 
 
 class NonFiniteLossError(GankitError):
@@ -88,11 +88,6 @@ def build_state(cfg: Config, data_shape: tuple[int, ...], device: torch.device) 
     """Models and optimizers for `cfg`, seeded from `cfg.seed`, on `device`."""
     seed_everything(cfg.seed)
     m = cfg.model
-    if cfg.train.augment and len(data_shape) != 3:
-        raise GankitError(
-            f"train.augment={cfg.train.augment!r} needs image data (C, H, W), got shape "
-            f"{tuple(data_shape)}; unset train.augment"
-        )
     G, D = build_models(m.name, m.z_dim, data_shape, m.num_classes, m.g, m.d)
     G, D = G.to(device), D.to(device)
     if cfg.train.channels_last and len(data_shape) == 3:  # NHWC convolutions (faster on most CPUs)
@@ -409,7 +404,7 @@ def nonfinite_error(
     key: str, value: float, first: int, step: int, last: Path, who: str = ""
 ) -> NonFiniteLossError:
     """The one-line error for a loss that became NaN/inf between steps `first` and `step`."""
-    good = f"step {load_checkpoint(last)['step']}" if last.exists() else "none"
+    good = ckpt_step(last)
     return NonFiniteLossError(
         f"{who}{key} became {value} between steps {first} and {step}; stopped without saving "
         f"(last good checkpoint: {good}); lower optim.lr_d/lr_g or try another loss.name"
@@ -431,14 +426,14 @@ def interrupted(signum: int, step: int, last: Path, saved: bool = True) -> Train
     if not saved:  # a train.stop_on diagnosis held: the checkpoint from before it is kept
         return TrainingInterrupted(
             f"{name} at step {step}: not saved while a train.stop_on diagnosis holds; {last} "
-            f"keeps {_ckpt_step(last)}; continue with --resume", signum
+            f"keeps {ckpt_step(last)}; continue with --resume", signum
         )  # fmt: skip
     return TrainingInterrupted(
         f"{name} at step {step}: checkpoint saved to {last}; continue with --resume", signum
     )
 
 
-def _ckpt_step(path: Path) -> str:
+def ckpt_step(path: Path) -> str:
     """'step N' of the checkpoint at `path`, or 'none'."""
     return f"step {load_checkpoint(path)['step']}" if path.exists() else "none"
 
@@ -538,14 +533,14 @@ def _train(cfg: Config, run_dir: Path, resume: bool) -> TrainState:
         if stop:
             raise DiagnosedStop(
                 f"stopped by train.stop_on at step {rec['step']}: {describe(stop, rec)}; "
-                f"last checkpoint kept from before it: {_ckpt_step(last)}"
+                f"last checkpoint kept from before it: {ckpt_step(last)}"
             )
 
     def checkpoint(path: Path) -> None:
         if not finite_state(state):
             raise NonFiniteLossError(
                 f"weights or Adam moments became non-finite by step {state.step}; stopped without "
-                f"saving (last good checkpoint: {_ckpt_step(last)}); resume it with a lower "
+                f"saving (last good checkpoint: {ckpt_step(last)}); resume it with a lower "
                 "optim.lr_d/lr_g"
             )
         save_checkpoint(
@@ -642,7 +637,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool) -> TrainState:
                     raise DiagnosedStop(
                         f"stopped by train.stop_on at the last step {s}: "
                         f"{describe([d for d in snaps[-1]['diagnoses'] if d in tc.stop_on], rec)}; "
-                        f"last checkpoint kept from before it: {_ckpt_step(last)}"
+                        f"last checkpoint kept from before it: {ckpt_step(last)}"
                     )
                 if is_ckpt and not suspect:
                     checkpoint(last)
