@@ -573,24 +573,22 @@ def _validate_stabilisers(cfg: Config) -> None:
             f"train.augment={cfg.train.augment!r} needs image data; {cfg.data.name} is a toy "
             "density: unset train.augment"
         )
-    pack = cfg.model.d.get("pack", 1)
-    if pack < 1:
-        raise ConfigError(f"model.d.pack must be >= 1 (1 = no packing), got {pack}")
+    from gankit.models.layers import check_stabilisers
+
+    d = cfg.model.d
+    pack, group = d.get("pack", 1), d.get("minibatch_std", 0)
+    try:  # the discriminators' own checks, as config errors before any data is read
+        check_stabilisers(pack, group, d.get("cond", "concat"), cfg.model.num_classes)
+    except ValueError as e:
+        raise ConfigError(f"model.d.{e}") from None
     for key, n in (
         ("data.batch_size", cfg.data.batch_size),
         ("train.dstats_n", cfg.train.dstats_n),
     ):
         if n % pack:
             raise ConfigError(f"{key} ({n}) must be a multiple of model.d.pack ({pack})")
-    group = cfg.model.d.get("minibatch_std", 0)
-    if group < 0 or group == 1:
-        raise ConfigError(f"model.d.minibatch_std is a group size >= 2 (0 = off), got {group}")
     if group and (cfg.data.batch_size // pack) % group:
         raise ConfigError(
             f"model.d.minibatch_std={group} must divide the batch D sees: data.batch_size / "
             f"model.d.pack = {cfg.data.batch_size // pack}"
-        )
-    if cfg.model.d.get("cond") == "projection" and cfg.model.num_classes and pack > 1:
-        raise ConfigError(
-            "model.d.pack > 1 needs model.d.cond=concat (projection scores one label)"
         )
