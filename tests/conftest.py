@@ -1,10 +1,13 @@
-"""Shared fixtures: tiny configs that train in well under a second on CPU."""
+"""Shared fixtures: tiny configs that train in well under a second on CPU, the tiny image datasets,
+and `mode_cfg`, one tiny config per training mode for the contract tests."""
 
 from __future__ import annotations
 
 import matplotlib
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 matplotlib.use("Agg")
 
@@ -57,9 +60,101 @@ def split_resume(tmp_path):
         train(load_config(preset, overrides), tmp_path / "half", resume=True)
         a = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
         b = load_checkpoint(tmp_path / "half" / "checkpoints" / "last.pt")
-        for key in ("G", "D"):
-            for name in a[key]:
-                assert torch.equal(a[key][name], b[key][name]), f"{key}.{name}"
+        for ea, eb in zip(a["pairs"], b["pairs"], strict=True):
+            for key in ("G", "D"):
+                for name in ea[key]:
+                    assert torch.equal(ea[key][name], eb[key][name]), f"{key}.{name}"
         return a, b
 
     return run
+
+
+def class_pngs(root, folders):
+    """14 gray 20x20 PNGs per class folder, class c about 80 * c brighter (a hash split with
+    test_fraction 0.25 leaves 8, 10 and 5 training images in three folders)."""
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(folders):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(14):
+            img = (rng.random((20, 20)) * 60 + 80 * c).astype(np.uint8)  # class = brightness
+            Image.fromarray(img).save(root / name / f"{i:02d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def class_folder(tmp_path_factory):
+    """(three class folders of PNGs, an image cache directory)."""
+    return class_pngs(tmp_path_factory.mktemp("classes"), ["a", "b", "c"]), tmp_path_factory.mktemp(
+        "class-cache"
+    )
+
+
+def folder_overrides(path, cache, *extra: str) -> list[str]:
+    """A 16 px gray DCGAN (width 4) on `class_pngs` folders, batch 4, 8 steps."""
+    return [
+        "data.name=folder", f"data.params.path={path}", "data.params.test_fraction=0.25",
+        f"data.cache_dir={cache}", "data.img_size=16", "data.channels=1", "data.batch_size=4",
+        "model.name=dcgan", "model.z_dim=8", "model.g={ngf: 4}", "model.d={ndf: 4}",
+        "train.epochs=0", "train.steps=8", "train.log_every=2", "train.sample_every=4",
+        "train.sample_n=16", "train.dstats_n=8", "train.ckpt_every=4", "train.progress=false",
+        "train.threads=1", *extra,
+    ]  # fmt: skip
+
+
+MODES = ("toy", "toy_autograd_ema", "image", "per_class")  # the loop's modes, for contract tests
+
+
+@pytest.fixture(params=MODES)
+def mode(request) -> str:
+    """Each training mode in turn (a test taking `mode` runs once per mode; see `mode_cfg`)."""
+    return request.param
+
+
+@pytest.fixture
+def mode_cfg(class_folder):
+    """`mode_cfg(mode, *overrides)`: the tiny 8-step config of a training mode: a toy MLP pair (fast
+    step), a toy pair by autograd with EMA, an unconditional image pair, one image pair per class."""
+    from gankit.config import load_config
+
+    def make(mode: str, *extra: str):
+        if mode == "toy":
+            return load_config("toy_ring", [*TINY, *extra])
+        if mode == "toy_autograd_ema":
+            return load_config("toy_ring", [*TINY, "train.fast_path=false", "train.ema_decay=0.9",
+                                            *extra])  # fmt: skip
+        per_class = ["train.per_class=true"] if mode == "per_class" else []
+        return load_config("dcgan_mnist", folder_overrides(*class_folder, *per_class, *extra))
+
+    return make
+
+
+def make_stripes(root):
+    """40 RGB 20x20 PNGs of coloured stripes in two class folders (a kind of image new to the tests)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        cls = "vertical" if i % 2 else "horizontal"
+        img = np.zeros((20, 20, 3), np.uint8)
+        color = rng.integers(64, 256, 3)
+        if cls == "vertical":
+            img[:, ::4] = color
+        else:
+            img[::4, :] = color
+        (root / cls).mkdir(exist_ok=True)
+        Image.fromarray(img).save(root / cls / f"{i:03d}.png")
+    return root
+
+
+def image_overrides(path, cache) -> list[str]:
+    return [
+        "data.name=folder", f"data.params.path={path}", f"data.cache_dir={cache}",
+        "data.img_size=16", "data.channels=3", "data.batch_size=8", "model.name=dcgan",
+        "model.z_dim=8", "model.g={ngf: 4}", "model.d={ndf: 4}", "train.epochs=0",
+        "train.steps=8", "train.log_every=2", "train.sample_every=4", "train.sample_n=16",
+        "train.dstats_n=8", "train.ckpt_every=4", "train.progress=false", "train.threads=1",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def stripes(tmp_path_factory):
+    return make_stripes(tmp_path_factory.mktemp("stripes"))

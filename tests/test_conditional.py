@@ -8,8 +8,9 @@ from PIL import Image
 
 from gankit.cli import main
 from gankit.config import load_config
-from gankit.trainer import fake_labels, train
-from tests.test_train_images import image_overrides, stripes  # noqa: F401 (fixture)
+from gankit.pair import fake_labels
+from gankit.trainer import train
+from tests.conftest import image_overrides
 
 
 def test_uniform_fake_labels_cover_every_class_including_the_last():
@@ -30,7 +31,7 @@ def test_data_fake_labels_follow_the_real_batch_and_unconditional_gets_none():
 
 
 @pytest.fixture(scope="module")
-def cond_run(stripes, tmp_path_factory):  # noqa: F811
+def cond_run(stripes, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cond")
     over = image_overrides(stripes, tmp / "cache") + ["model.num_classes=2", "train.sample_n=6"]
     train(load_config("dcgan_mnist", over), tmp / "run")
@@ -86,7 +87,7 @@ def test_sample_class_k_all_and_errors(cond_run, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "choose from 0-1 or all" in err
 
 
-def test_class_on_an_unconditional_model_is_an_error(stripes, tmp_path, capsys):  # noqa: F811
+def test_class_on_an_unconditional_model_is_an_error(stripes, tmp_path, capsys):
     over = image_overrides(stripes, tmp_path / "cache") + ["train.steps=2"]
     train(load_config("dcgan_mnist", over), tmp_path / "u")
     capsys.readouterr()
@@ -96,8 +97,8 @@ def test_class_on_an_unconditional_model_is_an_error(stripes, tmp_path, capsys):
     assert "unconditional" in capsys.readouterr().err
 
 
-def test_conditional_step_feeds_fake_labels_to_g_and_d(stripes, tmp_path, monkeypatch):  # noqa: F811
-    from gankit import trainer as train_mod
+def test_conditional_step_feeds_fake_labels_to_g_and_d(stripes, tmp_path, monkeypatch):
+    from gankit import pair as train_mod
 
     seen = []
     real_fn = train_mod.fake_labels
@@ -114,16 +115,16 @@ def test_conditional_step_feeds_fake_labels_to_g_and_d(stripes, tmp_path, monkey
     assert any(not torch.equal(r, f) for r, f in seen)  # uniform draws, not the real labels
 
 
-def test_sample_class_draws_from_the_per_class_pair(stripes, tmp_path, capsys):  # noqa: F811
+def test_sample_class_draws_from_the_per_class_pair(stripes, tmp_path, capsys):
     from gankit.checkpoint import load_checkpoint
-    from gankit.perclass import load_pair
+    from gankit.factory import RunModels
     from gankit.run import draw
 
     over = image_overrides(stripes, tmp_path / "cache") + ["train.per_class=true", "train.steps=4"]
     train(load_config("dcgan_mnist", over), tmp_path / "pc")
     ckpt = load_checkpoint(tmp_path / "pc" / "checkpoints" / "last.pt")
     x, nrow, ids = draw(ckpt, n=3, seed=5, klass="1")
-    G1 = load_pair(ckpt, 1)[0].eval()
+    G1 = RunModels.from_checkpoint(ckpt).generator(1).eval()
     z = torch.randn(3, G1.z_dim, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         torch.testing.assert_close(x, G1(z))  # class 1 comes from pair 1

@@ -12,11 +12,10 @@ import torch
 
 from gankit.checkpoint import load_checkpoint
 from gankit.cli import main
-from gankit.metrics import METRICS, EvalContext
+from gankit.evaluate import METRICS, EvalContext, eval_run
+from gankit.metrics import NAMES
 from gankit.metrics.toy import mode_histogram_stats
-from gankit.run import eval_run
-from tests.conftest import TINY
-from tests.test_train_images import image_overrides, stripes  # noqa: F401 (fixture)
+from tests.conftest import TINY, image_overrides
 
 PROTOCOL = (
     "metric",
@@ -63,6 +62,13 @@ def image_runs(stripes, tmp_path_factory):  # noqa: F811
 def test_every_metric_is_a_function_of_an_eval_context():
     assert set(METRICS) >= {"modes", "dist1d", "sliced_w1", "dstats", "parzen", "classifier", "fid_clf",
                             "stacked_mnist", "fid", "kid", "is", "prc"}  # fmt: skip
+
+
+def test_the_light_names_table_lists_exactly_the_metrics():
+    # config validation and `gankit list metrics` read NAMES; `gankit eval` runs METRICS
+    assert set(METRICS) == set(NAMES)
+    assert list(METRICS) == list(NAMES)  # the order of "choose from: ..." in both errors
+    assert all(isinstance(v, str) and v and "\n" not in v for v in NAMES.values())
 
 
 def test_records_carry_their_protocol_and_the_same_seed_gives_the_same_number(ring):
@@ -126,7 +132,7 @@ def test_conditional_samples_request_uniform_classes_deterministically(image_run
 
 
 def test_per_class_samples_come_from_each_class_pair(image_runs):
-    from gankit.perclass import load_pair
+    from gankit.factory import RunModels
     from gankit.sample import generate, sample_z
     from gankit.utils import make_generator
 
@@ -134,9 +140,11 @@ def test_per_class_samples_come_from_each_class_pair(image_runs):
     x, y = ctx.fake(6)
     g = make_generator(0, "eval")
     z = sample_z(6, ctx.cfg.model.z_dim, ctx.cfg.model.z_dist, g)
+    pairs = RunModels.load(image_runs["pairs"] / "checkpoints" / "last.pt")  # rebuilt apart
+    assert not torch.allclose(generate(pairs.generator(0), z), generate(pairs.generator(1), z))
     for k in (0, 1):  # row i is pair y[i]'s sample of noise z[i]
         rows = (y == k).nonzero().squeeze(1)
-        assert torch.allclose(x[rows], generate(load_pair(ctx.ckpt, k)[0], z[rows]), atol=1e-6)
+        assert torch.allclose(x[rows], generate(pairs.generator(k), z[rows]), atol=1e-6)
 
 
 def test_floor_samples_are_real_training_images(image_runs):

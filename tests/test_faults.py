@@ -18,12 +18,14 @@ import torch
 from PIL import Image
 
 from gankit import utils
-from gankit.checkpoint import CheckpointError, load_checkpoint, load_generator, save_checkpoint
+from gankit.checkpoint import CheckpointError, load_checkpoint, pair_entry, save_checkpoint
 from gankit.cli import main
 from gankit.config import load_config
 from gankit.data import images, readers
 from gankit.data.images import DataError
-from gankit.run import check_new_run_dir, eval_run
+from gankit.evaluate import eval_run
+from gankit.factory import load_generator
+from gankit.rundir import check_new_run_dir
 from gankit.utils import GankitError, NoSpaceError, atomic_save, atomic_write, write_json
 from tests.conftest import TINY
 
@@ -57,9 +59,8 @@ def test_quickstart_import_gives_a_callable_train_and_import_gankit_stays_light(
         "assert callable(train) and callable(load_generator)\n"
         "assert inspect.isfunction(train), train\n"
         "assert list(inspect.signature(train).parameters)[:2] == ['cfg', 'run_dir']\n"
-        "from gankit.trainer import train_step\n"
         "import gankit.trainer as module\n"
-        "assert module.train_step is train_step\n"
+        "assert module.train is train\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
@@ -122,8 +123,9 @@ def test_save_checkpoint_removes_temp_files_of_killed_saves(tmp_path, ring):
         p.write_bytes(b"partial")
     ckpt = load_checkpoint(ring / "checkpoints" / "last.pt")
     G = torch.nn.Linear(2, 2)
-    save_checkpoint(ckpt_dir / "last.pt", step=1, config=ckpt["config"], models={"G": G, "D": G},
-                    optimizers={}, generators={})  # fmt: skip
+    entry = pair_entry(None, 1, {"G": G, "D": G}, {}, {})
+    save_checkpoint(ckpt_dir / "last.pt", step=1, config=ckpt["config"], pairs=[entry],
+                    data_shape=[2])  # fmt: skip
     assert not any(p.exists() for p in stale)
     assert all(p.exists() for p in kept)
     assert load_checkpoint(ckpt_dir / "last.pt")["step"] == 1
@@ -205,13 +207,21 @@ def test_foreign_files_are_not_gankit_checkpoints_and_torch_advice_is_never_show
 
 def test_missing_and_mistyped_entries_name_the_entry(tmp_path, ring):
     ckpt = torch.load(ring / "checkpoints" / "last.pt", weights_only=True)
+    (entry,) = ckpt["pairs"]
+    no_g = {k: v for k, v in entry.items() if k != "G"}
     cases = [
-        ({k: v for k, v in ckpt.items() if k != "G"}, r": checkpoint has no 'G' \(keys: format, "),
+        ({**ckpt, "pairs": [no_g]}, r": checkpoint has no 'pairs\[key=None\].G' \(keys: key, "),
         ({**ckpt, "format": "1"}, r": bad 'format' '1' \(expected an integer"),
         ({**ckpt, "step": "8"}, r": bad 'step' '8' \(expected an integer >= 0\)"),
-        ({**ckpt, "D": None}, r": bad 'D' \(a NoneType, not a state dict of tensors\)"),
-    ]
-    per_class = {**ckpt, "per_class": [0, 3], "data_shape": [2], "G/0": {}, "D/0": {}, "G/3": {}}
+        ({**ckpt, "pairs": [{**entry, "D": None}]},
+         r": bad 'pairs\[key=None\].D' \(a NoneType, not a state dict of tensors\)"),
+        ({**ckpt, "pairs": {}}, r": bad 'pairs' \(expected a non-empty list of pair entries\)"),
+        ({k: v for k, v in ckpt.items() if k != "data_shape"}, r": checkpoint has no 'data_shape'"),
+    ]  # fmt: skip
+    # format 1 (gankit before the one checkpoint layout): flat keys, named as the file names them
+    old = {"format": 1, "config": ckpt["config"], "step": 8, "data_shape": [2]}
+    cases.append(({**old, "D": entry["D"]}, r": checkpoint has no 'G' \(keys: format, "))
+    per_class = {**old, "per_class": [0, 3], "G/0": {}, "D/0": {}, "G/3": {}}
     cases.append((per_class, r": checkpoint has no 'D/3' \(keys: "))
     for i, (obj, pattern) in enumerate(cases):
         path = _saved(tmp_path, obj, f"{i}.pt")
@@ -227,8 +237,9 @@ def test_weights_of_another_architecture_name_the_parameter_and_both_shapes(tmp_
     with pytest.raises(CheckpointError) as e:
         load_generator(path)
     msg = _one_line(e)
-    name = next(k for k, v in ckpt["G"].items() if v.shape[0] == 16)  # the first layer's weight
-    stored = tuple(ckpt["G"][name].shape)
+    g = ckpt["pairs"][0]["G"]
+    name = next(k for k, v in g.items() if v.shape[0] == 16)  # the first layer's weight
+    stored = tuple(g[name].shape)
     assert msg.startswith(f"{path}: 'G' does not fit the MLPGenerator")
     assert f"'{name}' is {stored} in the checkpoint but {(24, *stored[1:])} in the model" in msg
     assert "..." not in msg
@@ -236,8 +247,9 @@ def test_weights_of_another_architecture_name_the_parameter_and_both_shapes(tmp_
 
 def test_a_diverged_generator_is_refused(tmp_path, ring):
     ckpt = torch.load(ring / "checkpoints" / "last.pt", weights_only=True)
-    weight = next(k for k, v in ckpt["G"].items() if v.is_floating_point())
-    ckpt["G"][weight][0] = float("nan")
+    g = ckpt["pairs"][0]["G"]
+    weight = next(k for k, v in g.items() if v.is_floating_point())
+    g[weight][0] = float("nan")
     path = _saved(tmp_path, ckpt)
     with pytest.raises(CheckpointError) as e:
         load_generator(path)
@@ -254,14 +266,14 @@ def test_a_diverged_generator_is_refused(tmp_path, ring):
 
 
 def test_eval_returns_its_records_when_eval_jsonl_cannot_be_written(ring, monkeypatch, caplog):
-    import gankit.run
+    import gankit.evaluate
 
     def refuse(record, path):
         raise PermissionError(errno.EACCES, "Permission denied", str(path))
 
-    monkeypatch.setattr(gankit.run, "append_jsonl", refuse)
+    monkeypatch.setattr(gankit.evaluate, "append_jsonl", refuse)
     before = (ring / "eval.jsonl").read_text()
-    with caplog.at_level(logging.WARNING, logger="gankit.run"):
+    with caplog.at_level(logging.WARNING, logger="gankit.evaluate"):
         records = eval_run(ring, ["modes", "sliced_w1"], n=256)
     assert [r["metric"] for r in records] == ["modes", "sliced_w1"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -281,7 +293,7 @@ def test_eval_on_a_chmod_555_run_directory(ring, tmp_path, caplog):
     (run / "eval.jsonl").chmod(0o444)
     run.chmod(0o555)
     try:
-        with caplog.at_level(logging.WARNING, logger="gankit.run"):
+        with caplog.at_level(logging.WARNING, logger="gankit.evaluate"):
             assert len(eval_run(run, ["modes"], n=256)) == 1
     finally:
         run.chmod(0o755)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gankit import trainer
+from gankit import pair as pair_module
 from gankit.checkpoint import load_checkpoint
 from gankit.cli import main
 from gankit.config import load_config
@@ -154,13 +154,14 @@ def test_resume_updates_config_and_keeps_the_first_command_line(tmp_path):
     assert env["argv"] == first["argv"] and env["resumes"][0]["step"] == 8
     assert "steps: 12" in (run / "config.yaml").read_text()
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert ckpt["step"] == 12 and ckpt["opt_d"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+    opt_d = ckpt["pairs"][0]["opt_d"]
+    assert ckpt["step"] == 12 and opt_d["param_groups"][0]["lr"] == pytest.approx(1e-4)
 
 
 def test_a_short_image_run_warns_and_sigterm_still_writes_plots(
     faces, tmp_path, monkeypatch, caplog
 ):
-    real_step, calls = trainer.train_step, {"n": 0}
+    real_step, calls = pair_module.train_step, {"n": 0}
 
     def step_then_sigterm(state, reals, labels, cfg):
         calls["n"] += 1
@@ -168,7 +169,7 @@ def test_a_short_image_run_warns_and_sigterm_still_writes_plots(
             os.kill(os.getpid(), signal.SIGTERM)  # handled by the loop after this step
         return real_step(state, reals, labels, cfg)
 
-    monkeypatch.setattr(trainer, "train_step", step_then_sigterm)
+    monkeypatch.setattr(pair_module, "train_step", step_then_sigterm)
     run = tmp_path / "r"
     over = _image(faces, tmp_path / "cache", "train.epochs=5", "train.sample_every=2")
     assert main(["train", "dcgan_mnist", "--run-dir", str(run), *_sets(over)]) == 143

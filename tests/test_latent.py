@@ -13,7 +13,7 @@ from gankit.checkpoint import load_checkpoint
 from gankit.cli import main
 from gankit.latent import interpolate, lerp, seed_noise, slerp, walk
 from gankit.neighbours import nearest, nn_check
-from tests.test_train_images import image_overrides, stripes  # noqa: F401 (fixture)
+from tests.conftest import image_overrides
 
 
 def test_lerp_and_slerp_end_at_the_endpoints_and_slerp_follows_the_arc():

@@ -32,16 +32,16 @@ def cfg(tiny_overrides):
 
 
 def _reference(cfg, n):
-    """gankit's own loop body (train.train without logging): set_lr, train_step, ema_update."""
+    """gankit's own loop body (gankit.trainer without logging): Pair.update by autograd."""
     from gankit.data import data_from_config
-    from gankit.trainer import build_state, ema_update, set_lr, total_steps, train_step
+    from gankit.pair import build_pair, train_step
+    from gankit.schedule import total_steps
 
     data = data_from_config(cfg)
-    state = build_state(cfg, data.shape, torch.device("cpu"))
+    state = build_pair(cfg, data.shape, torch.device("cpu"))
     for i in range(n):
-        set_lr(state, cfg, i, total_steps(cfg, None))
-        out = train_step(state, [data.batch(i)[0]], [None], cfg)
-        ema_update(state.G_ema, state.G, cfg.train.ema_decay)
+        out = state.update([data.batch(i)[0]], [None], cfg, i, total_steps(cfg, None))
+    assert state.update_fn is train_step  # the autograd step, as Lightning takes it
     return state, out
 
 
@@ -112,7 +112,8 @@ def test_stops_after_train_steps_and_resumes_exactly(cfg, tmp_path):
 
 
 def test_sample_matches_gankit_sample_of_its_checkpoint(cfg, tmp_path):
-    from gankit.checkpoint import load_checkpoint, load_generator
+    from gankit.checkpoint import load_checkpoint
+    from gankit.factory import load_generator
     from gankit.integrations.lightning import GANModule
     from gankit.run import draw
 

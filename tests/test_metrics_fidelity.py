@@ -277,11 +277,9 @@ def test_weights_that_do_not_fit_and_bad_inputs(tmp_path):
         fidelity.inception_features(torch.zeros(2, 3, 8, 8), bad)
     with pytest.raises(ValueError, match="C = 1 or 3"):
         fidelity.inception_features(torch.zeros(2, 2, 8, 8, dtype=torch.uint8), bad)
-    msg = _error(fidelity.fidelity_metrics, img, img, ["fid", "lpips"], bad, sha256="x")
-    assert "'lpips'" in msg and "choose from: fid, kid, is, prc" in msg
 
 
-# --- fidelity_metrics plumbing -----------------------------------------------------------------------
+# --- the fid/kid/is/prc adapters through an EvalContext ------------------------------------------
 
 
 class _PixelFeatures(nn.Module):
@@ -301,62 +299,149 @@ class _PixelFeatures(nn.Module):
         return f[:, :16], f[:, 16:]  # ("2048", "logits_unbiased")
 
 
+class _GrayG(nn.Module):
+    """A generator of (1, size, size) images in [-1, 1], a fixed function of z."""
+
+    z_dim = 4
+
+    def __init__(self, size: int = 8):
+        super().__init__()
+        self.size = size
+        g = torch.Generator().manual_seed(1)
+        self.w = nn.Parameter(torch.randn(self.z_dim, size * size, generator=g))
+
+    def forward(self, z, labels=None):
+        return torch.tanh(z @ self.w).view(-1, 1, self.size, self.size)
+
+
+class _Images:
+    """A data source of image shape whose reference split is the images given (labels None)."""
+
+    def __init__(self, real: torch.Tensor, shape: tuple[int, ...] = (1, 8, 8)):
+        self.shape, self._real = shape, real
+
+    def held_out_labeled(self, n, seed):
+        return self._real[:n], None
+
+
+def _context(real, weights, *, n, seed=0, size=8, shape=(1, 8, 8)):
+    """A context on a live generator, as training would build one."""
+    from gankit.config import Config
+    from gankit.evaluate import EvalContext
+    from gankit.factory import RunModels
+
+    cfg = Config()
+    cfg.model.z_dim = _GrayG.z_dim
+    models = RunModels(cfg, (1, size, size), 0, {None: (_GrayG(size), nn.Linear(1, 1))})
+    options = {"n": n, "inception_weights": str(weights), "inception_unverified": True}
+    return EvalContext.from_models(models, _Images(real, shape), seed=seed, options=options)
+
+
+@pytest.fixture
+def stub(monkeypatch, tmp_path):
+    """(stand-in extractor, a weights file it is "loaded" from): everything else is production."""
+    extractor = _PixelFeatures()
+    monkeypatch.setattr(fidelity, "_load_extractor", lambda weights, device: extractor)
+    weights = tmp_path / "w.pth"
+    torch.save({"w": torch.zeros(1)}, weights)
+    return extractor, weights
+
+
 VALUES = ["fid", "kid_mean", "kid_std", "is_mean", "is_std", "precision", "recall", "f_score"]
+NAMES = ["fid", "kid", "is", "prc"]
 
 
-def test_fidelity_metrics_protocol_with_stub_extractor(monkeypatch):
-    stub = _PixelFeatures()
-    monkeypatch.setattr(fidelity, "_load_extractor", lambda weights, device: stub)
+def _records(ctx) -> dict[str, dict]:
+    from gankit.evaluate import evaluate
+
+    return {
+        name: {k: v for k, v in evaluate(ctx, name).items() if k != "seconds"} for name in NAMES
+    }
+
+
+def test_fidelity_adapters_protocol_and_seeds_with_stub_extractor(stub):
+    extractor, weights = stub
     g = torch.Generator().manual_seed(0)
-    fake = torch.randint(0, 256, (12, 1, 8, 8), dtype=torch.uint8, generator=g)
-    real = torch.randint(0, 256, (9, 3, 8, 8), dtype=torch.uint8, generator=g)
-    names = ["fid", "kid", "is", "prc"]
-    out = fidelity.fidelity_metrics(fake, real, names, "w.pth", sha256="ab" * 32, batch_size=5)
-    assert stub.calls == [(5, 3, 8, 8), (5, 3, 8, 8), (2, 3, 8, 8), (5, 3, 8, 8), (4, 3, 8, 8)]
-    assert all(math.isfinite(out[k]) for k in VALUES) and out["fid"] > 0
-    assert out["n_fake"] == 12 and out["n_real"] == 9 and out["weights_sha256"] == "ab" * 32
-    assert out["kid_subset_size"] == 9 and out["kid_subsets"] == 100
-    assert out["is_splits"] == 10 and out["prc_k"] == 3 and out["seed"] == 0
-    assert out["extractor"].startswith("inception-v3-compat (torch-fidelity 0.")
-    again = fidelity.fidelity_metrics(fake, real, names, "w.pth", sha256="ab" * 32, batch_size=5)
-    assert again == out
-    reseeded = fidelity.fidelity_metrics(fake, real, ["kid"], "w.pth", sha256="s", seed=1)
-    assert reseeded["kid_mean"] != out["kid_mean"] and reseeded["seed"] == 1
-    assert set(reseeded) == {"kid_mean", "kid_std", "kid_subset_size", "kid_subsets"} | {
-        "extractor", "weights_sha256", "seed", "n_fake", "n_real"
-    }  # fmt: skip
+    real = torch.rand(9, 3, 8, 8, generator=g) * 2 - 1  # RGB references, 9 < n: all of them
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    ctx = _context(real, weights, n=12)
+    out = _records(ctx)
+    # one extraction per image set for the four metrics, gray fakes repeated to RGB
+    assert extractor.calls == [(12, 3, 8, 8), (9, 3, 8, 8)]
+    flat = {k: v for r in out.values() for k, v in r.items()}
+    assert all(math.isfinite(flat[k]) for k in VALUES) and flat["fid"] > 0
+    for name, r in out.items():
+        assert r["metric"] == name and r["seed"] == 0 and r["floor"] is False
+        assert r["n_fake"] == 12 and r["weights_sha256"] == digest
+        assert r["extractor"].startswith("inception-v3-compat (torch-fidelity 0.")
+        if name != "is":
+            assert r["n_real"] == 9 and r["reference"] == "test"
+    assert out["kid"]["kid_subset_size"] == 9 and out["is"]["is_splits"] == 10
+    assert out["prc"]["prc_k"] == 3 and out["prc"]["prc_features"] == "inception-v3 pool"
+    assert _records(_context(real, weights, n=12)) == out  # a fresh context, the same seed
 
-    # A gray image is its RGB repetition: same features, so FID 0 and perfect precision/recall.
-    as_rgb = fidelity.fidelity_metrics(
-        fake, fake.repeat(1, 3, 1, 1), ["fid", "prc"], "w", sha256="s"
-    )
-    assert abs(as_rgb["fid"]) < 1e-6 * out["fid"]  # round-off of a rank-deficient 16-d covariance
-    assert (as_rgb["precision"], as_rgb["recall"]) == (1.0, 1.0)
+    reseeded = _context(real, weights, n=12, seed=1)
+    kid = _records(reseeded)["kid"]
+    assert kid["seed"] == 1 and kid["kid_mean"] != out["kid"]["kid_mean"]
+    # the seed reaches KID's subset draw, not only the noise: the record is KID of its own
+    # features under seed 1, which differs from the same features under seed 0
+    fake_f, real_f = (reseeded.cache[("inception", w)]["2048"] for w in ("fake", "real"))
+    assert kid["kid_mean"] == kernel_inception_distance(fake_f, real_f, subset_size=9, seed=1)[0]
+    assert kid["kid_mean"] != kernel_inception_distance(fake_f, real_f, subset_size=9, seed=0)[0]
 
-    stub.calls.clear()
-    only_is = fidelity.fidelity_metrics(fake[:4], None, ["is"], "w.pth", sha256="s", seed=1)
-    assert stub.calls == [(4, 3, 8, 8)]  # IS needs no real images
-    protocol = {"extractor", "weights_sha256", "seed", "n_fake", "is_splits"}
-    assert set(only_is) == {"is_mean", "is_std"} | protocol and only_is["is_splits"] == 4
+
+def test_a_gray_image_is_its_rgb_repetition_and_is_needs_no_real_images(stub):
+    from gankit.evaluate import evaluate
+
+    extractor, weights = stub
+    fake = _context(None, weights, n=12).fake(12)[0]
+    other = torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    yardstick = evaluate(_context(other, weights, n=12), "fid")["fid"]
+    as_rgb = _context(fake.repeat(1, 3, 1, 1), weights, n=12)  # the fakes themselves, in RGB
+    fid, prc = evaluate(as_rgb, "fid")["fid"], evaluate(as_rgb, "prc")
+    # the same features, so FID 0 up to round-off of a rank-deficient 16-d covariance
+    assert yardstick > 0 and abs(fid) < 1e-6 * yardstick
+    assert (prc["precision"], prc["recall"]) == (1.0, 1.0)
+
+    extractor.calls.clear()
+    only_is = evaluate(_context(None, weights, n=4, seed=1), "is")  # no reference images at all
+    assert extractor.calls == [(4, 3, 8, 8)]  # IS needs no real images
+    assert only_is["is_splits"] == 4 and only_is["reference"] == "none" and "n_real" not in only_is
+    assert only_is["is_mean"] >= 1.0 - 1e-9 and only_is["seed"] == 1
+
+
+def test_unknown_names_and_toy_data_are_one_line_errors(stub):
+    from gankit.evaluate import evaluate
+
+    _, weights = stub
+    ctx = _context(torch.zeros(4, 3, 8, 8), weights, n=4)
+    with pytest.raises(
+        GankitError, match="unknown metric 'lpips'; choose from: .*fid, kid, is, prc"
+    ):
+        evaluate(ctx, "lpips")
+    toy = _context(torch.zeros(4, 2), weights, n=4, shape=(2,))
+    for name in NAMES:
+        assert "needs an image dataset" in _error(evaluate, toy, name)
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("no_network")
-def test_fidelity_metrics_real_architecture_on_generated_weights(random_weights):
-    # ~1 min on 2 shared cores: 12 images through the 299-px network and one 2048-d FID.
-    path, digest = resolve_inception_weights(str(random_weights), verify=False)
-    assert digest == hashlib.sha256(random_weights.read_bytes()).hexdigest()
+def test_fidelity_adapters_real_architecture_on_generated_weights(random_weights):
+    # ~1 min on 2 shared cores: 8 images through the 299-px network and one 2048-d FID.
+    from gankit.data.images import to_uint8
+
+    digest = hashlib.sha256(random_weights.read_bytes()).hexdigest()
     g = torch.Generator().manual_seed(0)
-    fake = torch.randint(0, 256, (4, 1, 16, 16), dtype=torch.uint8, generator=g)  # gray
-    real = torch.randint(0, 256, (4, 3, 20, 20), dtype=torch.uint8, generator=g)  # RGB, other size
-    out = fidelity.fidelity_metrics(fake, real, ["fid", "kid", "is", "prc"], path, sha256=digest)
+    real = torch.rand(4, 3, 20, 20, generator=g) * 2 - 1  # RGB, another size than the fakes
+    ctx = _context(real, random_weights, n=4, size=16, shape=(1, 16, 16))  # gray 16 px fakes
+    out = {k: v for r in _records(ctx).values() for k, v in r.items()}
     assert all(math.isfinite(out[k]) for k in VALUES), out
     assert out["fid"] > 0 and out["is_mean"] >= 1.0 - 1e-9
     assert (out["n_fake"], out["n_real"], out["kid_subset_size"], out["is_splits"]) == (4, 4, 4, 4)
     assert out["weights_sha256"] == digest and out["prc_k"] == 3
 
     # Same images again, in other batches: the same features, so the same Inception Score.
-    feats = fidelity.inception_features(fake, path, batch_size=3)
+    feats = fidelity.inception_features(to_uint8(ctx.fake(4)[0]), random_weights, batch_size=3)
     assert feats["2048"].shape == (4, 2048) and feats["logits_unbiased"].shape == (4, 1008)
     assert feats["2048"].dtype == torch.float64 and feats["2048"].std(0).mean() > 1e-3
     is_again = inception_score(feats["logits_unbiased"], splits=4)

@@ -1,4 +1,4 @@
-"""Per-class training (gankit.perclass): routing of each class's images to its own pair, the run
+"""Per-class training (train.per_class, gankit.schedule.ClassRouting): routing of each class's images to its own pair, the run
 directory, the one checkpoint holding every pair, errors, exact resume, NaN and signal handling.
 
 Data: 3 class folders of 14 gray 20x20 PNGs (a hash split leaves 8, 10 and 5 training images),
@@ -17,14 +17,16 @@ import pytest
 import torch
 from PIL import Image
 
-from gankit import perclass
+from gankit import pair as pair_module
 from gankit.checkpoint import CheckpointError, load_checkpoint
 from gankit.config import load_config
 from gankit.data import data_from_config
 from gankit.data.images import to_float
+from gankit.factory import RunModels
 from gankit.losses import LOSSES
-from gankit.perclass import epoch_events, load_pair, pair_classes, train_per_class
+from gankit.pair import build_pair
 from gankit.sample import generate
+from gankit.schedule import epoch_events
 from gankit.trainer import NonFiniteLossError, TrainingInterrupted, train
 from gankit.utils import GankitError, read_jsonl
 
@@ -118,10 +120,10 @@ def test_the_loop_feeds_each_pair_its_events_batches(dataset, cache, tmp_path, m
         calls.append((state, reals[0].clone(), labels))
         return real_step(state, reals, labels, cfg)
 
-    real_step = perclass.train_step
-    monkeypatch.setattr(perclass, "train_step", recording_step)
+    real_step = pair_module.train_step
+    monkeypatch.setattr(pair_module, "train_step", recording_step)
     cfg = _cfg(dataset, cache, "train.epochs=1")
-    state = train_per_class(cfg, tmp_path / "r")
+    state = train(cfg, tmp_path / "r")
     src, labels = _labels(cfg)
     events = epoch_events(src.epoch_indices(0), labels, [0, 1, 2], 4)
     owner = {id(p): c for c, p in state.pairs.items()}
@@ -173,18 +175,20 @@ def test_plot_makes_a_gif_of_the_class_grids(full_run):
     assert (run / "plots" / "dstats.png").is_file()
 
 
-def test_checkpoint_holds_every_pair_and_load_pair_round_trips(full_run):
+def test_checkpoint_holds_every_pair_and_run_models_round_trip(full_run):
     run, state = full_run
     ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["step"] == 10 and ckpt["per_class"] == [0, 1, 2] == pair_classes(ckpt)
-    assert ckpt["pair_steps"] == [p.step for p in state.pairs.values()] == [4, 4, 2]
-    assert ckpt["data_shape"] == [1, 16, 16]
-    for c in (0, 1, 2):
-        assert {f"G/{c}", f"D/{c}", f"opt_g/{c}", f"opt_d/{c}"} <= set(ckpt)
-        assert f"z/{c}" in ckpt["rng"]["generators"]
+    assert ckpt["format"] == 2 and ckpt["step"] == 10 and ckpt["data_shape"] == [1, 16, 16]
+    entries = ckpt["pairs"]
+    assert [e["key"] for e in entries] == [0, 1, 2]
+    assert [e["step"] for e in entries] == [p.step for p in state.pairs.values()] == [4, 4, 2]
+    for e in entries:
+        assert {"G", "D", "opt_g", "opt_d"} <= set(e) and set(e["rng"]) == {"z"}
+    models = RunModels.from_checkpoint(ckpt)
+    assert models.per_class and models.classes == [0, 1, 2]
     z, x = torch.randn(5, 8), torch.rand(5, 1, 16, 16) * 2 - 1
     for c, pair in state.pairs.items():
-        G, D = load_pair(ckpt, c)
+        G, D = models.generator(c), models.discriminator(c)
         assert G.training and D.training
         _assert_same(D.state_dict(), pair.D.state_dict())
         torch.testing.assert_close(generate(G, z), generate(pair.G, z))
@@ -192,11 +196,11 @@ def test_checkpoint_holds_every_pair_and_load_pair_round_trips(full_run):
             torch.testing.assert_close(D.eval()(x), pair.D.eval()(x))
         pair.D.train()
     # pairs differ from each other (seeded per class and trained on their own class)
-    assert not torch.equal(ckpt["G/0"]["net.0.weight"], ckpt["G/1"]["net.0.weight"])
+    assert not torch.equal(entries[0]["G"]["net.0.weight"], entries[1]["G"]["net.0.weight"])
     with pytest.raises(CheckpointError, match=r"class 7 has no pair .*choose from: 0, 1, 2$"):
-        load_pair(ckpt, 7)
-    with pytest.raises(CheckpointError, match="not a per-class checkpoint"):
-        pair_classes({"config": ckpt["config"], "G": {}})
+        models.generator(7)
+    with pytest.raises(CheckpointError, match="one G/D pair per class"):
+        models.generator()
 
 
 def test_a_subset_trains_only_its_pairs_and_each_pair_independently(dataset, cache, tmp_path):
@@ -205,7 +209,7 @@ def test_a_subset_trains_only_its_pairs_and_each_pair_independently(dataset, cac
     assert list(state.pairs) == [0, 2] and state.step == 2 * (2 + 1)
     assert not (tmp_path / "sub" / "samples" / "class_1").exists()
     ckpt = load_checkpoint(tmp_path / "sub" / "checkpoints" / "last.pt")
-    assert pair_classes(ckpt) == [0, 2] and "G/1" not in ckpt
+    assert [e["key"] for e in ckpt["pairs"]] == [0, 2] == RunModels.from_checkpoint(ckpt).classes
     rows = [r for r in read_jsonl(tmp_path / "sub" / "metrics.jsonl") if "dstat_fake_mean" in r]
     assert all(len(r["dstat_fake_mean_per_class"]) == 2 for r in rows)
     full = train(_cfg(dataset, cache, "train.classes=[2]"), tmp_path / "two")
@@ -215,12 +219,12 @@ def test_a_subset_trains_only_its_pairs_and_each_pair_independently(dataset, cac
 
 def test_pairs_are_seeded_by_class_alone(dataset, cache):
     cfg, cpu = _cfg(dataset, cache), torch.device("cpu")
-    p0, p1, p1_again = (perclass._build_pair(cfg, c, (1, 16, 16), cpu) for c in (0, 1, 1))
+    p0, p1, p1_again = (build_pair(cfg, (1, 16, 16), cpu, key=c) for c in (0, 1, 1))
     w = lambda p: torch.cat([q.flatten() for q in p.G.parameters()])  # noqa: E731
     assert not torch.equal(w(p0), w(p1)) and torch.equal(w(p1), w(p1_again))
     z0, z1, z1_again = (torch.randn(4, generator=p.z_gen) for p in (p0, p1, p1_again))
     assert not torch.equal(z0, z1) and torch.equal(z1, z1_again)
-    other = perclass._build_pair(_cfg(dataset, cache, "seed=1"), 1, (1, 16, 16), cpu)
+    other = build_pair(_cfg(dataset, cache, "seed=1"), (1, 16, 16), cpu, key=1)
     assert not torch.equal(w(other), w(p1))
 
 
@@ -244,8 +248,9 @@ def test_bad_class_ids_and_unusable_data_are_one_line_errors(dataset, cache, tmp
 
 
 def _state_dicts(run):
+    """({(class, entry name): state} of every pair, the checkpoint)."""
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
-    return {k: v for k, v in ckpt.items() if "/" in k}, ckpt
+    return {(e["key"], k): v for e in ckpt["pairs"] for k, v in e.items() if k != "key"}, ckpt
 
 
 def _assert_same(a, b):
@@ -266,11 +271,9 @@ def test_resume_is_bit_identical(dataset, cache, tmp_path):
     train(_cfg(dataset, cache, *over, "train.steps=6"), tmp_path / "half")
     resumed = train(_cfg(dataset, cache, *over), tmp_path / "half", resume=True)
     assert resumed.step == 12
-    (full, c1), (half, c2) = _state_dicts(tmp_path / "full"), _state_dicts(tmp_path / "half")
-    assert len(full) == 3 * 5  # G, D, G_ema, opt_g, opt_d per class
-    _assert_same(full, half)
-    _assert_same(c1["rng"]["generators"], c2["rng"]["generators"])
-    assert c1["pair_steps"] == c2["pair_steps"]
+    (full, _), (half, _) = _state_dicts(tmp_path / "full"), _state_dicts(tmp_path / "half")
+    assert len(full) == 3 * 7  # G, D, G_ema, opt_g, opt_d, step, rng per class
+    _assert_same(full, half)  # weights, optimizer states, steps and noise streams
     # the same lines, none duplicated (the half run also snapshots at its last step, 6)
     losses = lambda d: [(r["step"], r.get("loss_d"), r.get("loss_g_per_class"))  # noqa: E731
                         for r in read_jsonl(d / "metrics.jsonl")]  # fmt: skip
@@ -302,12 +305,12 @@ def test_nan_in_one_pair_names_its_class_and_keeps_the_last_good_checkpoint(
     assert "last good checkpoint: step 4" in str(err.value) and "\n" not in str(err.value)
     ckpt = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
     assert ckpt["step"] == 4
-    assert all(torch.isfinite(v).all() for k, sd in ckpt.items() if k[:2] in ("G/", "D/")
+    assert all(torch.isfinite(v).all() for e in ckpt["pairs"] for sd in (e["G"], e["D"])
                for v in sd.values() if v.is_floating_point())  # fmt: skip
 
 
 def test_sigint_saves_and_resume_finishes_the_run(dataset, cache, tmp_path, monkeypatch):
-    real_step, calls = perclass.train_step, {"n": 0}
+    real_step, calls = pair_module.train_step, {"n": 0}
 
     def interrupted_step(state, reals, labels, cfg):
         calls["n"] += 1
@@ -317,12 +320,12 @@ def test_sigint_saves_and_resume_finishes_the_run(dataset, cache, tmp_path, monk
             )  # caught by the loop's guard, handled after the step
         return real_step(state, reals, labels, cfg)
 
-    monkeypatch.setattr(perclass, "train_step", interrupted_step)
+    monkeypatch.setattr(pair_module, "train_step", interrupted_step)
     with pytest.raises(TrainingInterrupted, match="SIGINT at step 3: checkpoint saved") as err:
         train(_cfg(dataset, cache), tmp_path / "r")
     assert err.value.signum == signal.SIGINT
     assert load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")["step"] == 3
-    monkeypatch.setattr(perclass, "train_step", real_step)
+    monkeypatch.setattr(pair_module, "train_step", real_step)
     state = train(_cfg(dataset, cache), tmp_path / "r", resume=True)
     assert state.step == 10
     assert json.loads((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 10
@@ -335,6 +338,6 @@ def test_stabilisers_reach_every_pair_and_resume_exactly(dataset, cache, tmp_pat
     train(_cfg(dataset, cache, *over, "train.steps=4"), tmp_path / "half")
     train(_cfg(dataset, cache, *over), tmp_path / "half", resume=True)
     (full, c1), (half, _) = _state_dicts(tmp_path / "full"), _state_dicts(tmp_path / "half")
-    assert any("parametrizations" in k for k in full["D/0"])  # spectral norm in the pairs' D
-    assert {f"augment/{c}" for c in range(3)} <= set(c1["rng"]["generators"])
+    assert any("parametrizations" in k for k in full[0, "D"])  # spectral norm in the pairs' D
+    assert all(set(e["rng"]) == {"z", "augment"} for e in c1["pairs"])
     _assert_same(full, half)

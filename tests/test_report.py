@@ -17,8 +17,7 @@ from PIL import Image, ImageStat
 from gankit.cli import main
 from gankit.report import duration, fmt, pick_grids, train_seconds, write_report
 from gankit.utils import GankitError, read_jsonl
-from tests.conftest import TINY
-from tests.test_train_images import image_overrides
+from tests.conftest import TINY, image_overrides
 
 PAYLOAD = "<script>window.pwned=1</script>"  # a config string that must stay inert text
 

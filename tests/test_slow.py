@@ -1,4 +1,5 @@
-"""Longer checks: process kill + resume, signals, and the presets' convergence targets."""
+"""Longer checks: signals through the CLI's exit codes, and the presets' convergence targets (the
+deterministic SIGKILL-and-resume test of every mode is in test_contract.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from gankit.checkpoint import load_checkpoint
 from gankit.config import load_config
-from gankit.run import eval_run
+from gankit.evaluate import eval_run
 from gankit.trainer import train
 
 pytestmark = pytest.mark.slow
@@ -29,31 +29,13 @@ def _sets(over: list[str]) -> list[str]:
     return [a for o in over for a in ("--set", o)]
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
+def _wait_for(path: Path, proc: subprocess.Popen, lines: int, timeout: float = 60) -> None:
+    """Poll until `path` holds `lines` lines (the test's outcome does not depend on when)."""
     t0 = time.time()
-    while not path.exists():
-        assert proc.poll() is None, "training ended before the first checkpoint"
+    while not path.exists() or len(path.read_text().splitlines()) < lines:
+        assert proc.poll() is None, "training ended first"
         assert time.time() - t0 < timeout
         time.sleep(0.01)
-
-
-def test_sigkill_then_resume_is_bit_identical(tmp_path):
-    over = [*OVER, "train.steps=3000", "train.ckpt_every=100"]
-    full = train(load_config("toy_ring", over), tmp_path / "full")
-    run = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd("train", "toy_ring", "--run-dir", str(run), *_sets(over)))
-    _wait_for(run / "checkpoints" / "last.pt", proc)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
-    assert 0 < killed_at < 3000
-    rc = subprocess.run(_cmd("train", "--resume", "--run-dir", str(run)), check=False).returncode
-    assert rc == 0
-    a = load_checkpoint(run / "checkpoints" / "last.pt")
-    assert a["step"] == full.step == 3000
-    ref = {k: v for k, v in full.G.state_dict().items()}
-    assert all(torch.equal(a["G"][k], ref[k]) for k in ref)
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -62,8 +44,8 @@ def test_signal_saves_checkpoint_and_exits(tmp_path, sig, code):
     run = tmp_path / "r"
     proc = subprocess.Popen(_cmd("train", "toy_ring", "--run-dir", str(run), *_sets(over)),
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
-    _wait_for(run / "samples" / "000000.npy", proc)
-    time.sleep(0.5)
+    # the second log line is written inside the loop, where the signal guard is installed
+    _wait_for(run / "metrics.jsonl", proc, lines=2)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code

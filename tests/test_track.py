@@ -234,7 +234,7 @@ def test_training_with_track_tensorboard_mirrors_metrics_and_grids(tmp_path):
     from gankit.config import load_config
     from gankit.trainer import train
     from gankit.utils import read_jsonl
-    from tests.test_train_images import image_overrides, make_stripes
+    from tests.conftest import image_overrides, make_stripes
 
     over = [
         *image_overrides(make_stripes(tmp_path / "stripes"), tmp_path / "cache"),

@@ -1,9 +1,9 @@
-"""Trainer behaviour: updates, G:D ratios, the fast MLP path, resume, NaN and signal handling."""
+"""The pair's update: D and G updates, G:D ratios, the fast MLP path, the checkpoint, EMA (the
+loop's contract, resume / NaN / signals for every mode, is tests/test_contract.py)."""
 
 from __future__ import annotations
 
 import copy
-import json
 
 import pytest
 import torch
@@ -11,8 +11,8 @@ import torch
 from gankit.checkpoint import load_checkpoint
 from gankit.config import load_config
 from gankit.fastmlp import AdamKernel, eligible, make_fast_step
-from gankit.losses import LOSSES
-from gankit.trainer import NonFiniteLossError, build_state, train, train_step
+from gankit.pair import build_pair, ema_update, train_step
+from gankit.trainer import train
 
 
 def _params(m):
@@ -28,7 +28,7 @@ def _batches(cfg, n):
 
 def test_train_step_updates_both_networks(tiny_cfg):
     reals, shape = _batches(tiny_cfg, 1)
-    state = build_state(tiny_cfg, shape, torch.device("cpu"))
+    state = build_pair(tiny_cfg, shape, torch.device("cpu"))
     g0, d0 = _params(state.G), _params(state.D)
     out = train_step(state, reals, [None], tiny_cfg)
     assert set(out) == {"loss_d", "loss_g", "d_real", "d_fake"}
@@ -44,7 +44,7 @@ def test_update_ratio_is_honoured(tiny_overrides, d_steps, g_steps):
     cfg = load_config("toy_ring", [*tiny_overrides, f"optim.d_steps={d_steps}",
                                    f"optim.g_steps={g_steps}"])  # fmt: skip
     reals, shape = _batches(cfg, d_steps)
-    state = build_state(cfg, shape, torch.device("cpu"))
+    state = build_pair(cfg, shape, torch.device("cpu"))
     train_step(state, reals, [None] * d_steps, cfg)
     step_of = lambda opt: int(next(iter(opt.state.values()))["step"])  # noqa: E731
     assert step_of(state.opt_d) == d_steps
@@ -60,8 +60,8 @@ def test_fast_mlp_step_matches_autograd(tiny_overrides, loss, smoothing, d_steps
                                    f"optim.g_steps={g_steps}", "model.d.activation=leaky_relu",
                                    "model.g.output=tanh"])  # fmt: skip
     reals, shape = _batches(cfg, 5 * d_steps)
-    slow = build_state(cfg, shape, torch.device("cpu"))
-    fast = build_state(cfg, shape, torch.device("cpu"))
+    slow = build_pair(cfg, shape, torch.device("cpu"))
+    fast = build_pair(cfg, shape, torch.device("cpu"))
     assert eligible(fast.G, fast.D, cfg) is None
     step = make_fast_step(fast, cfg)
     for i in range(5):
@@ -84,7 +84,7 @@ def test_fast_path_declines_what_it_cannot_do_exactly(tiny_overrides):
         ("model.num_classes=3", "unconditional"),
     ]:
         cfg = load_config("toy_ring", [*tiny_overrides, extra])
-        state = build_state(cfg, (2,), torch.device("cpu"))
+        state = build_pair(cfg, (2,), torch.device("cpu"))
         assert reason in eligible(state.G, state.D, cfg)
 
 
@@ -107,41 +107,6 @@ def test_adam_kernel_is_bit_identical_to_optimizer_step():
     assert opts[0].state_dict()["state"][0]["step"] == opts[1].state_dict()["state"][0]["step"]
 
 
-def _weights(run_dir):
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    return ckpt["G"], ckpt["D"], ckpt["opt_g"], ckpt
-
-
-@pytest.mark.parametrize(
-    ("preset", "extra"),
-    [
-        ("toy_ring", []),
-        ("gauss1d", []),
-        ("toy_ring", ["train.ema_decay=0.9"]),
-    ],
-)  # fast path; autograd path (dropout); EMA
-def test_resume_is_bit_identical(tmp_path, tiny_overrides, preset, extra):
-    """4 steps + resume to 8 == 8 steps. The schedule is constant here because a linear schedule is a
-    function of train.steps, so extending a run changes it (same-config resume with the linear
-    schedule is covered by the SIGKILL test in test_slow.py)."""
-    over = [o for o in tiny_overrides if "hidden" not in o] + extra + ["optim.lr_schedule=constant"]
-    full = train(load_config(preset, over), tmp_path / "full")
-    half = load_config(preset, [*over, "train.steps=4"])
-    train(half, tmp_path / "half")
-    resumed = train(load_config(preset, over), tmp_path / "half", resume=True)
-    assert full.step == resumed.step == 8
-    g1, d1, o1, c1 = _weights(tmp_path / "full")
-    g2, d2, o2, c2 = _weights(tmp_path / "half")
-    for a, b in ((g1, g2), (d1, d2), (c1["G_ema"], c2["G_ema"])):
-        assert (a is None and b is None) or all(torch.equal(a[k], b[k]) for k in a)
-    assert torch.equal(c1["rng"]["torch"], c2["rng"]["torch"])
-    log = lambda d: [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    steps_full = [r["step"] for r in log(tmp_path / "full")]
-    assert steps_full == [r["step"] for r in log(tmp_path / "half")]  # no duplicated lines
-    losses = lambda d: [r.get("loss_d") for r in log(d)]  # noqa: E731
-    assert losses(tmp_path / "full") == losses(tmp_path / "half")
-
-
 def test_resume_rejects_a_different_model(tmp_path, tiny_cfg, tiny_overrides):
     train(tiny_cfg, tmp_path / "r")
     other = load_config("toy_ring", [*tiny_overrides, "model.z_dim=3"])
@@ -152,38 +117,22 @@ def test_resume_rejects_a_different_model(tmp_path, tiny_cfg, tiny_overrides):
 def test_checkpoint_is_weights_only_loadable_and_complete(tmp_path, tiny_cfg):
     train(tiny_cfg, tmp_path / "r")
     ckpt = torch.load(tmp_path / "r" / "checkpoints" / "last.pt", weights_only=True)
-    assert {"format", "gankit_version", "step", "config", "G", "D", "opt_g", "opt_d", "rng"} <= set(
-        ckpt
-    )
+    assert {"format", "gankit_version", "step", "config", "data_shape", "pairs", "rng"} <= set(ckpt)
+    assert ckpt["format"] == 2 and ckpt["data_shape"] == [2]
     assert ckpt["step"] == 8 and ckpt["config"]["model"]["z_dim"] == tiny_cfg.model.z_dim
-    assert {"torch", "python", "numpy", "generators"} <= set(ckpt["rng"])
+    assert {"torch", "python", "numpy"} <= set(ckpt["rng"])
+    (entry,) = ckpt["pairs"]  # an ordinary run: one pair, key None
+    assert entry["key"] is None and entry["step"] == 8 and set(entry["rng"]) == {"z"}
+    assert {"G", "D", "G_ema", "opt_g", "opt_d"} <= set(entry) and entry["G_ema"] is None
     assert (tmp_path / "r" / "config.yaml").read_text().startswith("seed:")
     assert not list((tmp_path / "r" / "checkpoints").glob(".*tmp"))  # no temp files left
-
-
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, tiny_overrides, monkeypatch):
-    calls = {"n": 0}
-    d_loss, g_loss = LOSSES["nonsaturating"]
-
-    def poisoned(d_real, d_fake, smoothing=0.0):
-        calls["n"] += 1
-        loss = d_loss(d_real, d_fake, smoothing)
-        return loss * float("nan") if calls["n"] > 5 else loss
-
-    monkeypatch.setitem(LOSSES, "poisoned", (poisoned, g_loss))
-    cfg = load_config("toy_ring", [*tiny_overrides, "loss.name=poisoned"])
-    with pytest.raises(NonFiniteLossError, match=r"loss_d became nan between steps 5 and 6"):
-        train(cfg, tmp_path / "r")
-    ckpt = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
-    assert ckpt["step"] == 4
-    assert all(torch.isfinite(v).all() for v in ckpt["G"].values())
 
 
 def test_snapshots_do_not_touch_batchnorm_statistics(tmp_path, tiny_overrides):
     from gankit.sample import generate
 
     cfg = load_config("toy_ring", [*tiny_overrides, "model.g.batchnorm=true"])
-    state = build_state(cfg, (2,), torch.device("cpu"))
+    state = build_pair(cfg, (2,), torch.device("cpu"))
     bn = next(m for m in state.G.modules() if isinstance(m, torch.nn.BatchNorm1d))
     before = copy.deepcopy(bn.state_dict())
     generate(state.G, torch.randn(32, cfg.model.z_dim))
@@ -192,8 +141,7 @@ def test_snapshots_do_not_touch_batchnorm_statistics(tmp_path, tiny_overrides):
 
 
 def test_ema_tracks_the_moving_average_and_is_what_gets_sampled(tmp_path, tiny_overrides):
-    from gankit.checkpoint import load_generator
-    from gankit.trainer import ema_update
+    from gankit.factory import load_generator
 
     ema, net = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     expected = [0.9 * e + 0.1 * p for e, p in zip(ema.parameters(), net.parameters(), strict=True)]
@@ -204,6 +152,7 @@ def test_ema_tracks_the_moving_average_and_is_what_gets_sampled(tmp_path, tiny_o
     cfg = load_config("toy_ring", [*tiny_overrides, "train.ema_decay=0.5"])
     state = train(cfg, tmp_path / "r")
     ckpt = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
-    assert not torch.equal(ckpt["G_ema"]["net.0.weight"], ckpt["G"]["net.0.weight"])
+    (entry,) = ckpt["pairs"]
+    assert not torch.equal(entry["G_ema"]["net.0.weight"], entry["G"]["net.0.weight"])
     G = load_generator(tmp_path / "r" / "checkpoints" / "last.pt")
     assert torch.equal(G.net[0].weight, state.G_ema.net[0].weight)

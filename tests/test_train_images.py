@@ -13,39 +13,10 @@ from PIL import Image
 
 from gankit.cli import main
 from gankit.config import load_config
-from gankit.trainer import Probes, _observe, build_state, train
-
-
-def make_stripes(root):
-    """40 RGB 20x20 PNGs of coloured stripes in two class folders (a kind of image new to the tests)."""
-    root.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(40):
-        cls = "vertical" if i % 2 else "horizontal"
-        img = np.zeros((20, 20, 3), np.uint8)
-        color = rng.integers(64, 256, 3)
-        if cls == "vertical":
-            img[:, ::4] = color
-        else:
-            img[::4, :] = color
-        (root / cls).mkdir(exist_ok=True)
-        Image.fromarray(img).save(root / cls / f"{i:03d}.png")
-    return root
-
-
-@pytest.fixture(scope="module")
-def stripes(tmp_path_factory):
-    return make_stripes(tmp_path_factory.mktemp("stripes"))
-
-
-def image_overrides(path, cache) -> list[str]:
-    return [
-        "data.name=folder", f"data.params.path={path}", f"data.cache_dir={cache}",
-        "data.img_size=16", "data.channels=3", "data.batch_size=8", "model.name=dcgan",
-        "model.z_dim=8", "model.g={ngf: 4}", "model.d={ndf: 4}", "train.epochs=0",
-        "train.steps=8", "train.log_every=2", "train.sample_every=4", "train.sample_n=16",
-        "train.dstats_n=8", "train.ckpt_every=4", "train.progress=false", "train.threads=1",
-    ]  # fmt: skip
+from gankit.observe import Probes
+from gankit.pair import build_pair
+from gankit.trainer import train
+from tests.conftest import image_overrides
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +71,10 @@ def test_observing_leaves_batchnorm_stats_and_modes_alone(stripes, tmp_path):
 
     cfg = load_config("dcgan_mnist", image_overrides(stripes, tmp_path / "cache"))
     data = data_from_config(cfg)
-    state = build_state(cfg, data.shape, torch.device("cpu"))
+    state = build_pair(cfg, data.shape, torch.device("cpu"))
     (tmp_path / "samples").mkdir()
     before = copy.deepcopy((state.G.state_dict(), state.D.state_dict()))
-    rec = _observe(state, Probes.build(cfg, data), cfg, tmp_path)
+    rec = Probes.build(cfg, data, [None]).snapshot({None: state}, 0, tmp_path / "samples")
     after = (state.G.state_dict(), state.D.state_dict())
     for b, a in zip(before, after, strict=True):
         assert all(torch.equal(b[k], a[k]) for k in b)  # running_mean/var included
@@ -209,7 +180,7 @@ def test_stabilised_image_resume_is_bit_identical(stripes, tmp_path, split_resum
     """DiffAugment's stream is checkpointed: 8 steps == 4 + resume + 4 with every stabiliser on."""
     over = [*image_overrides(stripes, tmp_path / "cache"), "train.channels_last=true", *STABILISED]
     full, _ = split_resume("dcgan_mnist", over)
-    assert "augment" in full["rng"]["generators"]
+    assert "augment" in full["pairs"][0]["rng"]
 
 
 def test_augment_changes_what_d_sees_and_g_gets_its_gradient(stripes, tmp_path):

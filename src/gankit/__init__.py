@@ -1,6 +1,6 @@
 """gankit: train, evaluate and visualise GANs, from toy densities to image GANs."""
 
-__version__ = "0.1.0"
+from gankit.version import __version__
 
 __all__ = ["__version__", "Config", "load_config", "train", "load_generator", "sample"]
 
@@ -15,7 +15,7 @@ def __getattr__(name: str):  # lazy, so `import gankit` and `gankit --help` stay
 
         return train
     if name == "load_generator":
-        from gankit.checkpoint import load_generator
+        from gankit.factory import load_generator
 
         return load_generator
     if name == "sample":

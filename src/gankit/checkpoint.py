@@ -1,7 +1,16 @@
-"""One self-describing checkpoint file: models, optimizers, step, every RNG state and the config.
+"""One self-describing checkpoint file for N G/D pairs: models, optimizers, steps, every RNG state and
+the config.
+
+Layout (format 2): `pairs` is a list with one entry per G/D pair (one for an ordinary run, one per
+class for `train.per_class`), each `{"key": None | class id, "step", "G", "D", "G_ema", "opt_g",
+"opt_d", "rng": {stream name: generator state}}`, next to `format`, `gankit_version`, `step` (the
+run's clock), `config`, `data_shape` and `rng` (the global torch / CUDA / Python / numpy states).
+Format 1 files (flat "G", "D", ... keys, or "G/K", "D/K", ... per class) are read into this layout by
+`load_checkpoint`, so they still sample, evaluate and resume.
 
 Only plain containers and tensors are stored, so `torch.load(path, weights_only=True)` reads it and
-no code is unpickled. Files are written atomically (temp file + rename).
+no code is unpickled. Files are written atomically (temp file + rename). Rebuilding models from a
+checkpoint is `gankit.factory.RunModels`' job: this module never builds a model or a dataset.
 """
 
 from __future__ import annotations
@@ -19,36 +28,37 @@ import torch
 from torch import nn
 
 from gankit.utils import GankitError, atomic_save, remove_stale_temps, unwrap_model
+from gankit.version import __version__
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
+MODULES = ("G", "D", "G_ema")  # the modules of one pair entry (G_ema may be None)
+OPTIMIZERS = ("opt_g", "opt_d")
 
 
 class CheckpointError(GankitError):
     """A missing, corrupt or foreign checkpoint file."""
 
 
-def rng_state(extra: dict[str, torch.Generator]) -> dict[str, Any]:
-    """Global RNG states (torch, CUDA, python, numpy) plus the named generators' states."""
+def rng_state() -> dict[str, Any]:
+    """The global RNG states: torch, CUDA, Python, numpy."""
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "python": random.getstate(),
         "numpy": _numpy_state(),
-        "generators": {k: g.get_state() for k, g in extra.items()},
     }
 
 
-def set_rng_state(state: dict[str, Any], extra: dict[str, torch.Generator]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the global RNG states of `rng_state()`."""
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
     random.setstate(_as_tuple(state["python"]))
     kind, key, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, np.asarray(key, dtype=np.uint32), pos, has_gauss, cached))  # noqa: NPY002 (restoring the global state user code may rely on)
-    for k, g in extra.items():
-        g.set_state(state["generators"][k])
 
 
 def _numpy_state() -> list:
@@ -61,23 +71,37 @@ def _as_tuple(x: Any) -> Any:
     return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
+def pair_entry(
+    key: int | None,
+    step: int,
+    models: dict[str, nn.Module | None],
+    optimizers: dict[str, torch.optim.Optimizer],
+    generators: dict[str, torch.Generator],
+) -> dict[str, Any]:
+    """One entry of `pairs`: the pair's modules saved unwrapped (no compile/DDP prefixes), its
+    optimizers, its step count and its RNG streams' states."""
+    return {
+        "key": key,
+        "step": step,
+        **{k: None if m is None else unwrap_model(m).state_dict() for k, m in models.items()},
+        **{k: opt.state_dict() for k, opt in optimizers.items()},
+        "rng": {name: g.get_state() for name, g in generators.items()},
+    }
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     *,
     step: int,
     config: dict[str, Any],
-    models: dict[str, nn.Module | None],
-    optimizers: dict[str, torch.optim.Optimizer],
-    generators: dict[str, torch.Generator],
-    extra: dict[str, Any] | None = None,
+    pairs: list[dict[str, Any]],
+    data_shape: tuple[int, ...] | list[int],
 ) -> Path:
-    """Write the checkpoint atomically; models are saved unwrapped (no compile/DDP prefixes).
+    """Write the checkpoint of `pairs` (entries of `pair_entry`) atomically.
 
     First removes the temp files that saves of `path` killed mid-write left behind (a run directory
     has one writer, so no other process can be writing them). A full disk is a NoSpaceError.
     """
-    from gankit import __version__
-
     for tmp in remove_stale_temps(path):
         log.info("removed %s, left by a save that was killed", tmp)
     ckpt = {
@@ -85,12 +109,38 @@ def save_checkpoint(
         "gankit_version": __version__,
         "step": step,
         "config": config,
-        **{k: (None if m is None else unwrap_model(m).state_dict()) for k, m in models.items()},
-        **{k: opt.state_dict() for k, opt in optimizers.items()},
-        "rng": rng_state(generators),
-        **(extra or {}),
+        "data_shape": list(data_shape),
+        "pairs": pairs,
+        "rng": rng_state(),
     }
     return atomic_save(ckpt, path)
+
+
+def upgrade(ckpt: dict) -> dict:
+    """A format 1 checkpoint dict in format 2's layout (format 2 is returned as it is)."""
+    if ckpt.get("format") != 1:
+        return ckpt
+    rng = dict(ckpt.get("rng", {}))
+    gens = rng.pop("generators", {})
+    if "per_class" in ckpt:  # "G/K", "D/K", ... and streams "z/K", "augment/K" for each class K
+        steps = ckpt.get("pair_steps") or [ckpt["step"]] * len(ckpt["per_class"])
+        keyed = [(k, f"/{k}", n) for k, n in zip(ckpt["per_class"], steps, strict=True)]
+    else:
+        keyed = [(None, "", ckpt["step"])]
+    pairs = []
+    for k, suffix, n in keyed:
+        entry = {"key": k, "step": n, "rng": {}}
+        for name in (*MODULES, *OPTIMIZERS):
+            entry[name] = ckpt.get(name + suffix)
+        for stream in ("z", "augment"):
+            if stream + suffix in gens:
+                entry["rng"][stream] = gens[stream + suffix]
+        pairs.append(entry)
+    out = {k: v for k, v in ckpt.items() if k not in ("per_class", "pair_steps")}
+    for _key, suffix, _n in keyed:
+        for name in (*MODULES, *OPTIMIZERS):
+            out.pop(name + suffix, None)
+    return {**out, "format": FORMAT, "pairs": pairs, "rng": rng}
 
 
 def _unreadable_reason(e: Exception, path: Path) -> str:
@@ -114,11 +164,6 @@ def _keys(ckpt: dict, limit: int = 24) -> str:
     keys = [str(k) for k in ckpt]
     more = f", ... ({len(keys) - limit} more)" if len(keys) > limit else ""
     return ", ".join(keys[:limit]) + more
-
-
-def _is_per_class(ckpt: dict) -> bool:
-    train = ckpt["config"].get("train")
-    return "per_class" in ckpt or (isinstance(train, dict) and bool(train.get("per_class")))
 
 
 def _check_entries(ckpt: Any, path: Path) -> None:
@@ -147,29 +192,38 @@ def _check_entries(ckpt: Any, path: Path) -> None:
         raise CheckpointError(
             f"{path}: bad 'config' (a {type(ckpt['config']).__name__}, not a dict)"
         )
-    if "step" not in ckpt:
-        raise CheckpointError(f"{path}: checkpoint has no 'step' (keys: {_keys(ckpt)})")
+    for key in ("step", "data_shape"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: checkpoint has no {key!r} (keys: {_keys(ckpt)})")
     step = ckpt["step"]
     if type(step) is not int or step < 0:
         raise CheckpointError(f"{path}: bad 'step' {step!r} (expected an integer >= 0)")
-    weights = ["G", "D"]
-    if _is_per_class(ckpt):  # perclass.py's layout: "G/K", "D/K" for each class K in "per_class"
-        for key in ("per_class", "data_shape"):
-            if key not in ckpt:
-                raise CheckpointError(f"{path}: checkpoint has no {key!r} (keys: {_keys(ckpt)})")
+    if fmt == 1 and "per_class" in ckpt:
         classes = ckpt["per_class"]
         if not isinstance(classes, list) or not all(type(k) is int for k in classes):
             raise CheckpointError(
                 f"{path}: bad 'per_class' {classes!r} (expected a list of class ids)"
             )
-        weights = [f"{w}/{k}" for k in classes for w in ("G", "D")]
-    for key in weights:
-        if key not in ckpt:
-            raise CheckpointError(f"{path}: checkpoint has no {key!r} (keys: {_keys(ckpt)})")
-        if not isinstance(ckpt[key], dict):
+    if fmt == 1:  # the flat keys, named as the file names them
+        suffixes = [f"/{k}" for k in ckpt["per_class"]] if "per_class" in ckpt else [""]
+        entries = [(ckpt, sfx) for sfx in suffixes]
+    else:
+        pairs = ckpt.get("pairs")
+        if not isinstance(pairs, list) or not pairs or not all(isinstance(e, dict) for e in pairs):
             raise CheckpointError(
-                f"{path}: bad {key!r} (a {type(ckpt[key]).__name__}, not a state dict of tensors)"
+                f"{path}: bad 'pairs' (expected a non-empty list of pair entries)"
             )
+        entries = [(e, "") for e in pairs]
+    for entry, sfx in entries:
+        for key in ("G", "D"):
+            where = f"{key}{sfx}" if fmt == 1 else f"pairs[key={entry.get('key')}].{key}"
+            if key + sfx not in entry:
+                raise CheckpointError(f"{path}: checkpoint has no {where!r} (keys: {_keys(entry)})")
+            if not isinstance(entry[key + sfx], dict):
+                raise CheckpointError(
+                    f"{path}: bad {where!r} (a {type(entry[key + sfx]).__name__}, not a state dict "
+                    "of tensors)"
+                )
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
@@ -191,6 +245,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             ) from None
         raise CheckpointError(f"{path}: not a readable gankit checkpoint ({reason})") from None
     _check_entries(ckpt, path)
+    ckpt = upgrade(ckpt)
     _check_generators_finite(ckpt, path)
     return ckpt
 
@@ -198,23 +253,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def _check_generators_finite(ckpt: dict, path: Path) -> None:
     """A checkpoint whose generator weights hold NaN/inf (a diverged run saved by an older gankit)
     samples garbage: a CheckpointError, so eval and sample never report numbers from it."""
-    for key, state in ckpt.items():
-        generator = key in ("G", "G_ema") or key.startswith(("G/", "G_ema/"))
-        if not generator or not isinstance(state, dict):
-            continue
-        for name, t in state.items():
-            if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
-                raise CheckpointError(
-                    f"{path}: generator weights contain NaN/inf ({key}.{name}, step "
-                    f"{ckpt.get('step')}); use an earlier checkpoint"
-                )
-
-
-def load_generator(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the generator (its moving average G_ema when stored) from the checkpoint alone, in
-    eval mode. A generator with NaN/inf weights (a diverged run) is a CheckpointError."""
-    ckpt = load_checkpoint(path, map_location)
-    return load_models(ckpt, path=path)[0].eval()
+    for entry in ckpt["pairs"]:
+        for key in ("G", "G_ema"):
+            state = entry.get(key)
+            for name, t in (state or {}).items():
+                if torch.is_tensor(t) and t.is_floating_point() and not torch.isfinite(t).all():
+                    where = key if entry["key"] is None else f"{key} of class {entry['key']}"
+                    raise CheckpointError(
+                        f"{path}: generator weights contain NaN/inf ({where}.{name}, step "
+                        f"{ckpt.get('step')}); use an earlier checkpoint"
+                    )
 
 
 def load_weights(module: nn.Module, state: dict, key: str, where: str | os.PathLike) -> None:
@@ -247,35 +295,3 @@ def load_weights(module: nn.Module, state: dict, key: str, where: str | os.PathL
             f"checkpoint's config: {problems[0]}{more}; was it saved by other model code?"
         )
     module.load_state_dict(state)
-
-
-def load_models(
-    ckpt: dict, *, path: str | os.PathLike | None = None
-) -> tuple[nn.Module, nn.Module]:
-    """(G, D) rebuilt from a loaded checkpoint dict (CPU, train mode). G holds G_ema's weights when the
-    run kept a moving average: that is the generator to sample and evaluate. `path` names the file in
-    errors."""
-    from gankit.config import config_from_dict
-    from gankit.data import data_from_config
-    from gankit.models import build_models
-
-    where = path if path is not None else f"checkpoint (step {ckpt.get('step')})"
-    cfg = config_from_dict(ckpt["config"])
-    if cfg.train.per_class:
-        raise CheckpointError(
-            "this checkpoint holds one G/D pair per class (train.per_class): pick a pair, e.g. "
-            "`gankit sample RUN --class K`, or gankit.perclass.load_pair(ckpt, K)"
-        )
-    shape = ckpt.get("data_shape") or data_from_config(cfg).shape
-    G, D = build_models(
-        cfg.model.name,
-        cfg.model.z_dim,
-        tuple(shape),
-        cfg.model.num_classes,
-        cfg.model.g,
-        cfg.model.d,
-    )
-    g_key = "G_ema" if ckpt.get("G_ema") is not None else "G"
-    load_weights(G, ckpt[g_key], g_key, where)
-    load_weights(D, ckpt["D"], "D", where)
-    return G, D

@@ -42,7 +42,7 @@ def positive(text: str) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from gankit.config import config_from_dict, load_config, to_yaml
-    from gankit.run import check_new_run_dir, new_run_dir
+    from gankit.rundir import check_new_run_dir, new_run_dir
     from gankit.utils import GankitError
 
     if args.resume:
@@ -122,7 +122,7 @@ def train_summary(run_dir: Path, steps: int) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from gankit.run import eval_run
+    from gankit.evaluate import eval_run
 
     metrics = [m for m in args.metrics.split(",") if m] if args.metrics else None
     options = {"inception_weights": args.inception_weights, "device": args.device,
@@ -133,7 +133,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(records[0] if len(records) == 1 else {"results": records}))
         return 0
     from gankit.diagnose import verdict
-    from gankit.run import resolve
+    from gankit.rundir import resolve
     from gankit.utils import read_jsonl
 
     run_dir, ckpt = resolve(args.path)
@@ -202,7 +202,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_interpolate(args: argparse.Namespace) -> int:
     from gankit.latent import interpolate_to_file
-    from gankit.run import resolve
+    from gankit.rundir import resolve
     from gankit.sample import parse_seeds
 
     out = interpolate_to_file(resolve(args.ckpt)[1], args.out, parse_seeds(args.seeds), args.steps,
@@ -213,7 +213,7 @@ def cmd_interpolate(args: argparse.Namespace) -> int:
 
 def cmd_nn(args: argparse.Namespace) -> int:
     from gankit.neighbours import nn_to_file
-    from gankit.run import resolve
+    from gankit.rundir import resolve
 
     out, st = nn_to_file(resolve(args.ckpt)[1], args.out, args.n, args.k, args.space, args.seed)
     print(
@@ -260,24 +260,27 @@ def cmd_list(args: argparse.Namespace) -> int:
         for r in rows:
             print(f"{r.name:<{wide}}  {r.dataset} ({r.data}): {r.description}")
         return 0
-    else:
-        import importlib
+    if what == "metrics":  # names and one line each, without importing the evaluation code
+        from gankit.metrics import NAMES
 
-        module, table = {
-            "models": ("gankit.models", "MODELS"),
-            "datasets": ("gankit.data", "DATASETS"),
-            "losses": ("gankit.losses", "LOSSES"),
-            "metrics": ("gankit.metrics", "METRICS"),
-            "benches": ("gankit.bench", "BENCHES"),
-        }[what]
-        names = list(getattr(importlib.import_module(module), table))
-    print("\n".join(names))
+        wide = max(map(len, NAMES))
+        print("\n".join(f"{name:<{wide}}  {about}" for name, about in NAMES.items()))
+        return 0
+    import importlib
+
+    module, table = {
+        "models": ("gankit.models", "MODELS"),
+        "datasets": ("gankit.data", "DATASETS"),
+        "losses": ("gankit.losses", "LOSSES"),
+        "benches": ("gankit.bench", "BENCHES"),
+    }[what]
+    print("\n".join(getattr(importlib.import_module(module), table)))
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from gankit.bench import BENCHES
-    from gankit.config import lookup
+    from gankit.registry import lookup
 
     lookup(BENCHES, args.name, "benchmark")(args)
     return 0
@@ -296,7 +299,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from gankit import __version__
+    from gankit.version import __version__
 
     p = argparse.ArgumentParser(prog="gankit", description="Train, evaluate and visualise GANs.")
     p.add_argument("--version", action="version", version=f"gankit {__version__}")

@@ -4,11 +4,16 @@ A config is built in layers: a packaged preset (or a YAML file), then `--set` ov
 coerced to the field's annotated type (so YAML's `1e-4`, which PyYAML reads as a string, becomes a float)
 and an unknown key or a bad value is a one-line `ConfigError` naming the key and the valid choices.
 The free-form sections `model.g`, `model.d` and `data.params` are the keyword arguments of the model
-and dataset constructors: their signatures are the schema (checked in `validate`).
+and dataset constructors: their signatures are the schema (checked in `validated`, which returns a
+checked copy and never changes its argument).
+
+Longer than 400 lines because schema, coercion and validation live together: the dataclasses are the
+schema the checks read, and splitting them would split one table of keys over several files.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import math
@@ -21,11 +26,10 @@ from typing import Any, Literal
 
 import yaml
 
-from gankit.errors import GankitError, UsageError
+from gankit.errors import ConfigError, GankitError
+from gankit.registry import lookup
 
-
-class ConfigError(UsageError):
-    """A bad config key, value or preset name."""
+__all__ = ["ConfigError", "lookup"]  # re-exported: the names callers have always imported from here
 
 
 @dataclass
@@ -111,7 +115,7 @@ class TrainConfig:
     fast_path: bool = True  # closed-form MLP step where it is exact (see gankit.fastmlp)
     # conditional models: labels of the fakes, uniform over classes or the real batch's (data frequencies)
     fake_labels: Literal["uniform", "data"] = "uniform"
-    # one independent unconditional G/D pair per class (gankit.perclass), optionally for a subset
+    # one independent unconditional G/D pair per class (gankit.schedule.ClassRouting), optionally for a subset
     per_class: bool = False
     classes: list[int] = field(default_factory=list)  # [] = every class
     # speed levers for image models; pick them by measurement on your machine (`gankit bench dcgan`)
@@ -168,6 +172,8 @@ def _type_name(tp: Any) -> str:
 
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """Convert `value` to the annotated type `tp`, or raise ConfigError naming `key`."""
+    # long: one branch per kind of annotation (Any, bool, int, float, str, Literal, Union, list,
+    # tuple, dict, dataclass), each with its error; apart they would not read as one table
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any or tp is inspect.Parameter.empty:
         return value
@@ -367,30 +373,20 @@ def load_config(name_or_path: str, overrides: list[str] | None = None) -> Config
     counts epochs trains N steps (train.epochs becomes 0), unless train.epochs is also set.
     """
     raw = apply_overrides(read_source(name_or_path), overrides or [])
-    cfg = from_dict(Config, raw)
-    validate(cfg)
-    return cfg
+    return validated(from_dict(Config, raw))
 
 
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Rebuild a Config stored in a checkpoint or run directory. A stored config that this version's
     checks refuse is a runtime error (exit 1), not a usage error: the user typed nothing wrong."""
     try:
-        cfg = from_dict(Config, raw)
-        validate(cfg)
+        cfg = validated(from_dict(Config, raw))
     except ConfigError as e:
         raise GankitError(f"the run's stored config is not valid for this gankit: {e}") from None
     return cfg
 
 
 # ---- validation against the registries --------------------------------------------------------------
-
-
-def lookup(table: dict[str, Any], name: str, what: str) -> Any:
-    """`table[name]` or a ConfigError listing the valid names."""
-    if name not in table:
-        raise ConfigError(f"unknown {what} {name!r}; choose from: {', '.join(table)}")
-    return table[name]
 
 
 def check_kwargs(
@@ -413,13 +409,16 @@ def check_kwargs(
     return out
 
 
-def validate(cfg: Config) -> None:
-    """Check names against the registries, kwargs against constructors, and value ranges."""
+def validated(cfg: Config) -> Config:
+    """A checked copy of `cfg` (which is left as it is): names checked against the registries,
+    model and dataset kwargs coerced to their constructors' annotations, value ranges checked.
+    Raises ConfigError naming the key and the valid choices."""
     from gankit.data import DATASETS, RESERVED
     from gankit.losses import LOSSES
-    from gankit.metrics import METRICS
+    from gankit.metrics import NAMES
     from gankit.models import MODELS
 
+    cfg = copy.deepcopy(cfg)
     builder = lookup(DATASETS, cfg.data.name, "dataset (data.name)")
     cfg.data.params = check_kwargs(builder, cfg.data.params, "data.params", RESERVED)
     G, D, _ = lookup(MODELS, cfg.model.name, "model (model.name)")
@@ -428,7 +427,19 @@ def validate(cfg: Config) -> None:
     cfg.model.d = check_kwargs(D, cfg.model.d, "model.d", reserved)
     lookup(LOSSES, cfg.loss.name, "loss (loss.name)")
     for m in cfg.eval.metrics:
-        lookup(METRICS, m, "metric (eval.metrics)")
+        lookup(NAMES, m, "metric (eval.metrics)")
+    _validate_ranges(cfg)
+    _validate_model_sizes(cfg)
+    _validate_data(cfg, builder)
+    _validate_stabilisers(cfg)
+    from gankit.diagnose import DIAGNOSES
+
+    for name in cfg.train.stop_on:
+        lookup(dict.fromkeys(DIAGNOSES), name, "diagnosis (train.stop_on)")
+    return cfg
+
+
+def _validate_ranges(cfg: Config) -> None:
     positive = {
         "data.batch_size": cfg.data.batch_size,
         "model.z_dim": cfg.model.z_dim,
@@ -477,8 +488,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError("optim.momentum_steps and optim.lr_min must be >= 0")
     if not 0 <= cfg.seed < 2**63:
         raise ConfigError(f"seed must be in [0, 2**63 - 1], got {cfg.seed}")
-    _validate_model_sizes(cfg)
-    _validate_data(cfg, builder)
     if cfg.data.channels not in (0, 1, 3):
         raise ConfigError(
             f"data.channels: {cfg.data.channels} is not valid; choose from: 1, 3 (0 = native)"
@@ -490,11 +499,6 @@ def validate(cfg: Config) -> None:
     for key, betas in (("optim.betas_g", cfg.optim.betas_g), ("optim.betas_d", cfg.optim.betas_d)):
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ConfigError(f"{key} must be in [0, 1), got {list(betas)}")
-    _validate_stabilisers(cfg)
-    from gankit.diagnose import DIAGNOSES
-
-    for name in cfg.train.stop_on:
-        lookup(dict.fromkeys(DIAGNOSES), name, "diagnosis (train.stop_on)")
 
 
 MAX_UPDATES = 100  # optim.d_steps / g_steps: each D update holds its own batch in memory

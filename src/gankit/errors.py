@@ -9,3 +9,7 @@ class GankitError(Exception):
 
 class UsageError(GankitError):
     """A bad command-line argument or config value: the CLI exits 2 (runtime errors exit 1)."""
+
+
+class ConfigError(UsageError):
+    """A bad config key, value or preset name."""

@@ -13,12 +13,17 @@ says why not otherwise. tests/test_fastmlp.py checks it against autograd step by
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gankit.config import Config
 from gankit.models.layers import is_spectral_normed
+from gankit.sample import sample_z
+
+if TYPE_CHECKING:
+    from gankit.config import Config
 
 _ACTS = {nn.ReLU: "relu", nn.LeakyReLU: "leaky_relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid"}
 
@@ -164,8 +169,6 @@ class AdamKernel:
 
 def make_fast_step(state, cfg: Config):
     """A `train_step`-compatible function for `state`'s MLP pair (check `eligible` first)."""
-    from gankit.sample import sample_z
-
     g, d = FastMLP(state.G.net), FastMLP(state.D.net)
     t_real = 1.0 - cfg.loss.label_smoothing
     minimax = cfg.loss.name == "minimax"

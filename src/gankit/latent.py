@@ -12,7 +12,8 @@ import torch
 from torch import Tensor
 
 from gankit.checkpoint import load_checkpoint
-from gankit.run import class_generators, class_range
+from gankit.factory import RunModels
+from gankit.run import class_range
 from gankit.sample import generate, sample_z
 from gankit.utils import GankitError, UsageError
 
@@ -72,8 +73,8 @@ def interpolate(
     """
     if len(ckpt.get("data_shape", [0, 0, 0])) != 3:
         raise GankitError("interpolate needs an image model; for toys use `gankit sample`")
-    cfg, classes, gen = class_generators(ckpt)
-    per_class = cfg.train.per_class
+    models = RunModels.from_checkpoint(ckpt)
+    cfg, classes, gen, per_class = models.cfg, models.classes, models.generator, models.per_class
     if classes and klass is None:
         raise UsageError(
             "this model is conditional: pass --class K (a fixed class) or --class sweep"

@@ -57,7 +57,7 @@ def nn_check(
     their ratio, and the k distances of each grid row.
     """
     from gankit.data.images import gather, to_float
-    from gankit.metrics import EvalContext
+    from gankit.evaluate import EvalContext
 
     if space not in SPACES:
         raise UsageError(f"--space {space}: choose from: {', '.join(SPACES)}")

@@ -164,7 +164,7 @@ def short(key: str, value: Any) -> Any:
 
 def render_report(run_dir: str | Path) -> str:
     """The report of `run_dir` as one HTML string (plots are made first when missing)."""
-    from gankit import __version__
+    from gankit.version import __version__
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"

@@ -1,4 +1,5 @@
-"""Run directories: naming new runs, finding their checkpoint, and evaluating / plotting / sampling them.
+"""Run directories: finding their checkpoint, plotting and sampling them (evaluating them:
+`gankit.evaluate`).
 
 Layout of a run directory:
     config.yaml env.json metrics.jsonl eval.jsonl samples/STEP.npy checkpoints/last.pt plots/*.png|gif
@@ -6,155 +7,15 @@ Layout of a run directory:
 
 from __future__ import annotations
 
-import re
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from gankit.checkpoint import CheckpointError, load_checkpoint, load_models
-from gankit.config import Config, config_from_dict
-from gankit.data import data_from_config
-from gankit.utils import GankitError, UsageError, append_jsonl, make_generator, read_jsonl
-
-
-def new_run_dir(name: str, root: str | Path = "runs", create: bool = True) -> Path:
-    """runs/NNNNN-name with the next free number, created here so that two commands started at
-    once never pick the same directory (existing runs are never reused)."""
-    root = Path(root)
-    if create:
-        root.mkdir(parents=True, exist_ok=True)
-    taken = [int(m.group(1)) for p in root.glob("*") if (m := re.match(r"(\d{5})-", p.name))]
-    number = max(taken, default=0) + 1
-    while create:
-        path = root / f"{number:05d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            number += 1
-    return root / f"{number:05d}-{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}"
-
-
-def check_new_run_dir(run_dir: Path, *, clear: bool = True) -> None:
-    """Refuse to start a run in a directory that holds one, unless it has nothing to lose.
-
-    A run killed before its first checkpoint (config.yaml, metrics.jsonl, env.json, grids, but no
-    checkpoints/*.pt and no eval.jsonl records) can be neither resumed nor kept, so it is restarted:
-    with `clear` its contents are deleted (a warning says so). Anything else there, a checkpoint or
-    a file a run does not write, is a GankitError.
-    """
-    import logging
-    import shutil
-
-    from gankit.rundir import LOCK_NAME  # held by the caller while it trains: not a run's file
-
-    if not run_dir.exists() or not any(p.name != LOCK_NAME for p in run_dir.iterdir()):
-        return
-    ckpts = sorted((run_dir / "checkpoints").glob("*.pt"), key=lambda p: p.name != "last.pt")
-    if ckpts:
-        raise GankitError(
-            f"run directory {run_dir} already exists with a checkpoint (checkpoints/{ckpts[0].name}); "
-            "pass --resume to continue it or choose another --run-dir"
-        )
-    # what train() writes before its first checkpoint (tensorboard/wandb: track.*)
-    run_files = {"config.yaml", "env.json", "metrics.jsonl", "eval.jsonl", "reals.png", "samples",
-                 "plots", "checkpoints", "tensorboard", "wandb"}  # fmt: skip
-    others = sorted(p.name for p in run_dir.iterdir() if p.name not in run_files | {LOCK_NAME})
-    if others or not (run_dir / "config.yaml").is_file() or read_jsonl(run_dir / "eval.jsonl"):
-        why = f"it holds {others[0]}" if others else "it is not an unfinished run"
-        raise GankitError(
-            f"run directory {run_dir} already exists and is not empty ({why}); "
-            "pass --resume to continue it or choose another --run-dir"
-        )
-    logging.getLogger(__name__).warning(
-        "%s holds a run stopped before its first checkpoint; starting it again from step 0", run_dir
-    )
-    if clear:
-        for p in run_dir.iterdir():
-            if p.name == LOCK_NAME:
-                continue
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-
-
-def resolve(path: str | Path) -> tuple[Path | None, Path]:
-    """RUN_DIR or CKPT -> (run_dir or None, checkpoint path)."""
-    path = Path(path)
-    if path.is_dir():
-        ckpt = path / "checkpoints" / "last.pt"
-        if not ckpt.exists():
-            raise CheckpointError(f"{path}: no checkpoints/last.pt (is it a gankit run directory?)")
-        return path, ckpt
-    if not path.exists():
-        raise CheckpointError(f"no such run directory or checkpoint: {path}")
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
-    return run_dir, path
-
-
-def load_run(
-    path: str | Path,
-) -> tuple[Path | None, dict, Config, Any, torch.nn.Module, torch.nn.Module]:
-    """(run_dir, checkpoint dict, config, data source, G, D) for a run directory or checkpoint."""
-    run_dir, ckpt_path = resolve(path)
-    ckpt = load_checkpoint(ckpt_path)
-    cfg = config_from_dict(ckpt["config"])
-    data = data_from_config(cfg)
-    G, D = load_models(ckpt)
-    return run_dir, ckpt, cfg, data, G, D
-
-
-def eval_run(
-    path: str | Path,
-    metrics: list[str] | None = None,
-    n: int | None = None,
-    seed: int | None = None,
-    *,
-    floor: bool = False,
-    options: dict | None = None,
-) -> list[dict[str, Any]]:
-    """Evaluate a run's last checkpoint (or a checkpoint file) under each metric's protocol.
-
-    Records carry their protocol (n_fake, n_real, reference split, seed, extractor and weights hash,
-    gankit version) and are appended to the run's eval.jsonl (a warning when it cannot be written).
-    `n` overrides each metric's sample count; `floor` evaluates real training images in place of
-    generated ones. `options`: see EvalContext.
-    """
-    from gankit import __version__
-    from gankit.config import lookup
-    from gankit.metrics import METRICS, EvalContext, default_metrics, evaluate
-
-    run_dir, ckpt_path = resolve(path)
-    ckpt = load_checkpoint(ckpt_path)
-    ctx = EvalContext.from_checkpoint(ckpt, floor=floor, options={**(options or {}), "n": n})
-    cfg = ctx.cfg
-    ctx.seed = cfg.eval.seed if seed is None else seed
-    names = metrics or cfg.eval.metrics or default_metrics(ctx.data, cfg.train.per_class)
-    for name in names:  # every name checked before hours of computing
-        lookup(METRICS, name, "metric")
-    records = []
-    log_to = run_dir / "eval.jsonl" if run_dir is not None else None
-    for name in names:  # each record kept as soon as it is computed: a later failure loses nothing
-        r = evaluate(ctx, name)
-        r.update(step=ckpt["step"], dataset=cfg.data.name, checkpoint=str(ckpt_path),
-                 gankit_version=__version__, time=time.strftime("%Y-%m-%dT%H:%M:%S"))  # fmt: skip
-        if log_to is not None:
-            try:
-                append_jsonl(r, log_to)
-            except OSError as e:  # a read-only or full run directory: the numbers are still good
-                import logging
-
-                logging.getLogger(__name__).warning(
-                    "could not append to %s: %s; results printed only", log_to, e
-                )
-                log_to = None  # one warning, not one per metric
-        records.append(r)
-    return records
+from gankit.checkpoint import load_checkpoint
+from gankit.evaluate import load_run
+from gankit.rundir import resolve
+from gankit.utils import UsageError, make_generator, read_jsonl
 
 
 def plot_run(run_dir: str | Path, n: int = 2500) -> list[Path]:
@@ -212,21 +73,6 @@ def plot_run(run_dir: str | Path, n: int = 2500) -> list[Path]:
     return written
 
 
-def class_generators(
-    ckpt: dict,
-) -> tuple[Config, list[int], Callable[[int | None], torch.nn.Module]]:
-    """(config, classes, gen) of a loaded checkpoint: its classes (per-class pairs or a conditional
-    model's classes; [] if unconditional) and gen(k), the generator that draws class k (pair k's,
-    or the one shared G, which also serves k = None)."""
-    cfg = config_from_dict(ckpt["config"])
-    if cfg.train.per_class:
-        from gankit.perclass import load_pair, pair_classes
-
-        return cfg, pair_classes(ckpt), lambda k: load_pair(ckpt, k)[0]
-    G = load_models(ckpt)[0]
-    return cfg, list(range(cfg.model.num_classes)), lambda k: G
-
-
 def class_range(classes: list[int]) -> str | list[int]:
     """How an error names the valid classes: "0-9" when contiguous, else the list."""
     contiguous = classes == list(range(classes[0], classes[-1] + 1))
@@ -255,10 +101,11 @@ def draw(
     Noise is per seed (`seeds`) or from `seed`; with classes (conditional models or per-class pairs)
     `klass` is a class id or "all" (a class grid: one row per class, the same noise in each column).
     """
+    from gankit.factory import RunModels
     from gankit.sample import generate, sample_seeds, sample_z
 
-    cfg, classes, gen = class_generators(ckpt)
-    per_class = cfg.train.per_class
+    models = RunModels.from_checkpoint(ckpt)
+    cfg, classes, gen, per_class = models.cfg, models.classes, models.generator, models.per_class
     if klass is not None and not classes:
         raise UsageError("--class: this model is unconditional (model.num_classes = 0)")
     ids = _class_ids(klass, classes)

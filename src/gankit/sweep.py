@@ -105,7 +105,7 @@ def eval_names(cfg: Any, metrics: list[str] | None) -> list[str]:
     if metrics or cfg.eval.metrics:
         return list(metrics or cfg.eval.metrics)
     from gankit.data import data_from_config
-    from gankit.metrics import default_metrics
+    from gankit.evaluate import default_metrics
 
     return default_metrics(data_from_config(cfg), cfg.train.per_class)
 
@@ -118,7 +118,7 @@ def run_seed(config: str, overrides: list[str], seed: int, run_dir: str | Path,
     step for the same `n`; eval.jsonl alone cannot tell, as it records the resulting sample count and
     not whether it was asked for (n = None is each metric's protocol default).
     """
-    from gankit.run import eval_run
+    from gankit.evaluate import eval_run
     from gankit.trainer import train
 
     cfg = load_config(config, [*overrides, f"seed={seed}"])
@@ -332,7 +332,7 @@ def run_sweep(config: str, seeds: list[int], overrides: list[str], metrics: list
     its own process, with train.threads = cpu_count // jobs unless `overrides` set it. A failed seed
     does not stop the others: it is listed in the result's `failed`. `report` gets progress lines.
     """
-    from gankit.metrics import METRICS
+    from gankit.metrics import NAMES
 
     report = report or (lambda line: None)
     if not seeds:
@@ -345,7 +345,7 @@ def run_sweep(config: str, seeds: list[int], overrides: list[str], metrics: list
     if "seed" in keys:
         raise ConfigError("--set seed=... conflicts with --seeds: the sweep sets each run's seed")
     for m in metrics or []:
-        lookup(METRICS, m, "metric (--metrics)")
+        lookup(NAMES, m, "metric (--metrics)")
     by_seed = {s: load_config(config, [*overrides, f"seed={s}"]) for s in seeds}  # all validated
     base = to_dict(by_seed[seeds[0]])
     base.pop("seed")

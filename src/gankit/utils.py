@@ -246,7 +246,7 @@ def cpu_model() -> str:
 
 def env_info(device: torch.device | None = None) -> dict[str, Any]:
     """Versions and machine facts recorded in every run directory (env.json)."""
-    from gankit import __version__
+    from gankit.version import __version__
 
     info: dict[str, Any] = {
         "gankit": __version__,

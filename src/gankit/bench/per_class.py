@@ -13,7 +13,7 @@ built before timing. The sides take turns in chunks of CHUNK steps (each chunk r
 run exactly), and the headline `ratio` is the median over chunks of per-class time per step over
 that of the single-pair chunk run just before it, so other work sharing the CPU for part of the run
 skews few chunks (the ratio of the totals is printed too). The per-class trainer raises glibc's
-heap trim threshold for the process (see `gankit.perclass._keep_freed_memory`), so single-pair
+heap trim threshold for the process (see `gankit.schedule.keep_freed_memory`), so single-pair
 chunks after the first run with it too. The default is the full pass; `--steps N` times only the
 first N steps of each side.
 """

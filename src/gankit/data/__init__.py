@@ -100,7 +100,7 @@ def build_data(
 
     `options` are the image options of COMMON_OPTIONS (root, img_size, channels, ...), ignored by toys.
     """
-    from gankit.config import lookup
+    from gankit.registry import lookup
 
     builder = lookup(DATASETS, name, "dataset (data.name)")
     if name in TOYS:

@@ -14,9 +14,10 @@ the Trainer after `train.steps` (or `train.epochs`) of them, as `gankit train` d
 `Trainer(max_steps=N)` stops after N / (d_steps + g_steps) gankit steps: use
 `max_steps=lightning_steps(cfg, n)` to stop after `n` gankit steps.
 
-Same numbers as gankit: the models, optimizers and noise stream come from `gankit.trainer.build_state`,
+Same numbers as gankit: the models, optimizers and noise stream come from `gankit.pair.build_pair`,
 the batches from the config's data source (batch `i` is a function of `(seed, i)`), and each step is
-`gankit.trainer.train_step`, so on CPU a run equals `train_step` applied to the same batches, bit for bit
+`gankit.pair.Pair.update`, the trainer's own step, so on CPU a run equals `gankit train`'s autograd
+step applied to the same batches, bit for bit
 (tests/test_lightning.py), and a run resumed from a Lightning checkpoint equals an uninterrupted one.
 It is not `gankit train`'s fast MLP path (`train.fast_path`, same update up to float rounding), and
 `train.amp` / `train.compile` are ignored: use `Trainer(precision="bf16-mixed")` for bf16.
@@ -46,8 +47,9 @@ except ImportError as e:
 
 from gankit.config import Config, config_from_dict, to_dict
 from gankit.data import data_from_config
+from gankit.pair import Pair, build_pair
 from gankit.sample import generate, sample_z
-from gankit.trainer import TrainState, build_state, ema_update, set_lr, total_steps, train_step
+from gankit.schedule import total_steps
 from gankit.utils import make_generator
 
 
@@ -58,7 +60,7 @@ def lightning_steps(cfg: Config, steps: int) -> int:
 
 
 class _LightningStep:
-    """Stands in for `TrainState.adam_g/adam_d`. gankit's `AdamKernel` runs the fused Adam kernel
+    """Stands in for `Pair.adam_g/adam_d`. gankit's `AdamKernel` runs the fused Adam kernel
     directly, past `optimizer.step()`; Lightning counts `global_step` (and runs its precision plugin
     and `on_before_optimizer_step` hook) only inside its optimizer wrapper's `step()`, so that is
     what gets called here: the same update, counted."""
@@ -71,7 +73,7 @@ class _LightningStep:
 
 
 class GANModule(L.LightningModule):
-    """A gankit G/D pair trained by `gankit.trainer.train_step` under Lightning's manual optimization.
+    """A gankit G/D pair trained by `gankit.pair.Pair.update` under Lightning's manual optimization.
 
     Args:
         cfg: a gankit Config (or its `to_dict` form, as stored in the checkpoint's hyper-parameters).
@@ -108,12 +110,12 @@ class GANModule(L.LightningModule):
             {"cfg": to_dict(cfg), "data_shape": list(data_shape), "steps": steps}
         )
         self.automatic_optimization = False
-        s = build_state(cfg, self.data_shape, torch.device("cpu"))  # seeds G, D like `gankit train`
+        s = build_pair(cfg, self.data_shape, torch.device("cpu"))  # seeds G, D like `gankit train`
         self.G, self.D, self.G_ema = s.G, s.D, s.G_ema
         self._optimizers = (s.opt_g, s.opt_d)
         self.step = 0
         self._z_state: Tensor | None = None  # noise stream state from a checkpoint
-        self.state: TrainState | None = None  # built on the fit's device in on_fit_start
+        self.state: Pair | None = None  # built on the fit's device in on_fit_start
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """[opt_g, opt_d]: gankit's two optimizers (optim.name: fused Adam with lr_g/lr_d and
@@ -132,7 +134,7 @@ class GANModule(L.LightningModule):
                 f"GANModule runs on one device (world_size={self.trainer.world_size}): gankit's "
                 "train_step is not DDP-aware; use devices=1"
             )
-        # the noise stream lives on the training device, as in gankit.trainer.build_state; it goes
+        # the noise stream lives on the training device, as in gankit.pair.build_pair; it goes
         # on from a checkpoint just loaded, else from an earlier fit of this module
         z_gen = make_generator(self.cfg.seed, "z", device=self.device)
         if self._z_state is None and self.state is not None:
@@ -145,7 +147,7 @@ class GANModule(L.LightningModule):
         opt_g, opt_d = self.optimizers()
         # DiffAugment's stream is not carried across Lightning checkpoints: refused in __init__
         aug_gen = make_generator(self.cfg.seed, "augment", device=self.device)
-        self.state = TrainState(self.G, self.D, opt_g, opt_d, z_gen, self.step, self.G_ema, aug_gen)
+        self.state = Pair(self.G, self.D, opt_g, opt_d, z_gen, self.step, self.G_ema, aug_gen)
         self.state.adam_g, self.state.adam_d = _LightningStep(opt_g), _LightningStep(opt_d)
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> None:
@@ -157,13 +159,8 @@ class GANModule(L.LightningModule):
                 f"GANModule is at step {state.step} but got the batch of step {int(index)}: "
                 "train with GANDataModule(cfg), which resumes from the checkpoint's step"
             )
-        set_lr(state, cfg, state.step, self.total_steps)
-        if cfg.train.channels_last and reals[0].dim() == 4:
-            reals = [r.contiguous(memory_format=torch.channels_last) for r in reals]
         labels = [y if cfg.model.num_classes else None for y in labels]
-        out = train_step(state, list(reals), labels, cfg)
-        if self.G_ema is not None:
-            ema_update(self.G_ema, self.G, cfg.train.ema_decay)
+        out = state.update(list(reals), labels, cfg, state.step, self.total_steps)
         self.step = state.step
         if self.step % cfg.train.log_every == 0 or self.step >= self.total_steps:
             # at gankit's log cadence: logging every step costs a host sync and Lightning's
@@ -201,15 +198,15 @@ class GANModule(L.LightningModule):
 
     def save_gankit_checkpoint(self, path: str | Path) -> Path:
         """Write a gankit checkpoint (`gankit sample` / `gankit eval` / `load_generator` read it)."""
-        from gankit.checkpoint import save_checkpoint
+        from gankit.checkpoint import pair_entry, save_checkpoint
 
         z = self.state.z_gen if self.state is not None else make_generator(self.cfg.seed, "z")
-        return save_checkpoint(
-            path, step=self.step, config=to_dict(self.cfg),
-            models={"G": self.G, "D": self.D, "G_ema": self.G_ema},
-            optimizers={"opt_g": self._optimizers[0], "opt_d": self._optimizers[1]},
-            generators={"z": z}, extra={"data_shape": list(self.data_shape)},
+        entry = pair_entry(
+            None, self.step, {"G": self.G, "D": self.D, "G_ema": self.G_ema},
+            {"opt_g": self._optimizers[0], "opt_d": self._optimizers[1]}, {"z": z},
         )  # fmt: skip
+        return save_checkpoint(path, step=self.step, config=to_dict(self.cfg), pairs=[entry],
+                               data_shape=self.data_shape)  # fmt: skip
 
 
 class GANSteps(IterableDataset):

@@ -430,7 +430,7 @@ def fit_and_cache(
         "train_time_s", "epochs", "seed", "data_cache", "gankit", "torch", "threads", "command",
         "time", ...} plus "source": "local".
     """
-    from gankit import __version__
+    from gankit.version import __version__
 
     if not force:
         found = classifier_info(dataset, cache_dir)  # a damaged file is an error, not a reuse
@@ -485,7 +485,7 @@ def export_packaged(
         "batch_size", "n_train", "n_test", "shape", "gankit", "torch", "threads", "device",
         "train_time_s", "time", "command"}.
     """
-    from gankit import __version__
+    from gankit.version import __version__
 
     path = classifier_path(dataset, cache_dir)
     if not _has_local(dataset, cache_dir):

@@ -4,7 +4,8 @@ The numbers are torch-fidelity's own: its "inception-v3-compat" extractor (the T
 published FIDs use) and its `*_features_to_metric` functions, with its published defaults (KID: 100
 subsets of 1000, polynomial kernel; IS: 10 splits; PRC: k = 3). gankit only adds the offline part:
 the weights come from a path the user gives (never a download), are checked against the official
-file's sha256 prefix, and every result carries the protocol it was computed under.
+file's sha256 prefix; the fid/kid/is/prc adapters (gankit.metric_adapters) record each result
+with the protocol it was computed under.
 References: Heusel et al. 2017 (FID), Binkowski et al. 2018 (KID), Salimans et al. 2016 (IS),
 Kynkaanniemi et al. 2019 (precision/recall).
 """
@@ -15,7 +16,6 @@ import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +33,6 @@ INCEPTION_URL = (
 INCEPTION_SHA256_PREFIX = "6726825d"
 ENV_VAR = "GANKIT_INCEPTION_WEIGHTS"
 
-FIDELITY_METRICS = ("fid", "kid", "is", "prc")
 _FEATURES = (
     "2048",
     "logits_unbiased",
@@ -333,78 +332,3 @@ def precision_recall(feats_fake: Tensor, feats_real: Tensor, *, k: int = 3) -> d
         verbose=False,
     )
     return {key: float(out[key]) for key in ("precision", "recall", "f_score")}
-
-
-def fidelity_metrics(
-    fake: Tensor | np.ndarray,
-    real: Tensor | np.ndarray | None,
-    names: list[str],
-    weights: Path | str,
-    *,
-    sha256: str,
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Any of fid, kid, is, prc from one Inception pass over each image set.
-
-    Args:
-        fake: (N, C, H, W) uint8 generated images in [0, 255], C = 1 or 3.
-        real: (M, C, H, W) uint8 reference images; unused (may be None) when names == ["is"].
-        names: subset of FIDELITY_METRICS.
-        weights: the Inception state dict file; `sha256` is its digest from
-            `resolve_inception_weights`, recorded as the protocol.
-
-    Returns:
-        The values asked for (fid; kid_mean, kid_std; is_mean, is_std; precision, recall, f_score)
-        plus the protocol: extractor, weights_sha256, seed, n_fake and, as applicable, n_real,
-        kid_subset_size, kid_subsets, is_splits, prc_k.
-    """
-    import torch_fidelity
-
-    unknown = [n for n in names if n not in FIDELITY_METRICS]
-    if unknown or not names:
-        raise GankitError(
-            f"unknown fidelity metric(s) {unknown or names}; choose from: {', '.join(FIDELITY_METRICS)}"
-        )
-    needs_real = any(n in ("fid", "kid", "prc") for n in names)
-    if needs_real and real is None:
-        raise ValueError(f"metrics {names} need real images, got real=None")
-    _check_images(fake)
-    if needs_real:
-        _check_images(real)
-
-    extractor = _load_extractor(weights, get_device(str(device)))
-    f_fake = _extract(extractor, fake, batch_size, progress)
-    f_real = _extract(extractor, real, batch_size, progress) if needs_real else {}
-    del extractor
-
-    n_fake = len(f_fake["2048"])
-    out: dict[str, Any] = {}
-    if "fid" in names:
-        out["fid"] = frechet_distance(f_fake["2048"], f_real["2048"])
-    if "kid" in names:
-        subset_size = min(1000, n_fake, len(f_real["2048"]))
-        out["kid_mean"], out["kid_std"] = kernel_inception_distance(
-            f_fake["2048"], f_real["2048"], subset_size=subset_size, subsets=100, seed=seed
-        )
-        out |= {"kid_subset_size": subset_size, "kid_subsets": 100}
-    if "is" in names:
-        splits = min(10, n_fake)  # fewer than 10 samples: one sample per split, recorded below
-        out["is_mean"], out["is_std"] = inception_score(
-            f_fake["logits_unbiased"], splits=splits, seed=seed
-        )
-        out["is_splits"] = splits
-    if "prc" in names:
-        out |= precision_recall(f_fake["2048"], f_real["2048"], k=3)
-        out["prc_k"] = 3
-    out |= {
-        "extractor": f"inception-v3-compat (torch-fidelity {torch_fidelity.__version__})",
-        "weights_sha256": sha256,
-        "seed": seed,
-        "n_fake": n_fake,
-    }
-    if needs_real:
-        out["n_real"] = len(f_real["2048"])
-    return out

@@ -29,7 +29,7 @@ def build_models(
     d: dict | None = None,
 ) -> tuple[nn.Module, nn.Module]:
     """Instantiate the (G, D) pair `name` for data of `data_shape`."""
-    from gankit.config import lookup
+    from gankit.registry import lookup
 
     G, D, defaults = lookup(MODELS, name, "model (model.name)")
     g = {**defaults.get("g", {}), **(g or {})}

@@ -1,0 +1,277 @@
+"""One G/D pair and its update: `Pair` (G, D, G_ema, both optimizers, its noise streams, its step
+count) and `Pair.update()`, the one place that owns the learning-rate schedule, channels_last, the
+update itself (autograd `train_step`, the closed-form MLP step, or Lightning's counted optimizer step)
+and the EMA update. `Pair.state_dict()` / `load_state_dict()` are what every checkpoint writer and
+restorer uses.
+
+Unit of time: one step = `optim.d_steps` discriminator updates, then `optim.g_steps` generator updates.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gankit.augment import diff_augment, parse_policy
+from gankit.checkpoint import pair_entry
+from gankit.config import Config
+from gankit.factory import models_from_config
+from gankit.fastmlp import AdamKernel
+from gankit.losses import LOSSES, RELATIVISTIC, gradient_penalty, r1_penalty
+from gankit.sample import sample_z
+from gankit.utils import make_generator, seed_everything
+
+log = logging.getLogger(__name__)
+LOG_KEYS = ("loss_d", "loss_g", "d_real", "d_fake")  # d_real/d_fake: mean sigmoid(D(.)) of the step
+
+Update = Callable[["Pair", list[Tensor], list[Tensor | None], Config], dict[str, Tensor]]
+
+
+@dataclass
+class Pair:
+    """A G/D pair with what training it needs. `key` is None for the pair of an ordinary run, the
+    class id for `train.per_class` pairs; `step` counts this pair's own steps."""
+
+    G: nn.Module
+    D: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    z_gen: torch.Generator  # stream of the training noise
+    step: int = 0
+    G_ema: nn.Module | None = None  # moving average of G (train.ema_decay > 0)
+    aug_gen: torch.Generator | None = None  # stream of DiffAugment's random transforms
+    key: int | None = None
+    adam_g: Any = field(init=False)  # .step(): opt_g's update without its Python overhead
+    adam_d: Any = field(init=False)
+    update_fn: Update = field(init=False)  # the update: train_step, or the closed-form MLP step
+
+    def __post_init__(self) -> None:
+        self.adam_g, self.adam_d = AdamKernel(self.opt_g), AdamKernel(self.opt_d)
+        self.update_fn = train_step
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator to snapshot, sample and evaluate: G_ema when kept, else G."""
+        return self.G if self.G_ema is None else self.G_ema
+
+    def update(
+        self,
+        reals: list[Tensor],
+        labels: list[Tensor | None],
+        cfg: Config,
+        clock: int,
+        total: int,
+        autocast: Any = None,
+    ) -> dict[str, Tensor]:
+        """One step on `reals` (d_steps batches) at the run's step `clock` of `total`: learning
+        rates of the clock, channels_last images, the update (under `autocast` if given), then the
+        EMA of G. Returns 0-dim detached tensors (see `train_step`)."""
+        set_lr(self, cfg, clock, total)
+        if cfg.train.channels_last and reals[0].dim() == 4:
+            reals = [r.contiguous(memory_format=torch.channels_last) for r in reals]
+        if autocast is None:
+            out = self.update_fn(self, reals, labels, cfg)
+        else:
+            with autocast:
+                out = self.update_fn(self, reals, labels, cfg)
+        if self.G_ema is not None:
+            ema_update(self.G_ema, self.G, cfg.train.ema_decay)
+        return out
+
+    def generators(self, cfg: Config) -> dict[str, torch.Generator]:
+        """The pair's checkpointed RNG streams (DiffAugment's only when used: older checkpoints
+        keep loading)."""
+        gens = {"z": self.z_gen}
+        if cfg.train.augment and self.aug_gen is not None:
+            gens["augment"] = self.aug_gen
+        return gens
+
+    def state_dict(self, cfg: Config) -> dict[str, Any]:
+        """The pair's checkpoint entry (gankit.checkpoint.pair_entry)."""
+        return pair_entry(
+            self.key, self.step,
+            {"G": self.G, "D": self.D, "G_ema": self.G_ema},
+            {"opt_g": self.opt_g, "opt_d": self.opt_d},
+            self.generators(cfg),
+        )  # fmt: skip
+
+    def load_state_dict(self, entry: dict[str, Any], cfg: Config) -> None:
+        """Restore weights, optimizer states, step and RNG streams from a checkpoint entry."""
+        self.G.load_state_dict(entry["G"])
+        self.D.load_state_dict(entry["D"])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(entry["G_ema"])
+        self.opt_g.load_state_dict(entry["opt_g"])
+        self.opt_d.load_state_dict(entry["opt_d"])
+        self.step = entry["step"]
+        for name, g in self.generators(cfg).items():
+            g.set_state(entry["rng"][name])
+
+    def finite(self) -> bool:
+        """Whether every weight and Adam moment is finite (a checkpoint worth keeping: a finite loss
+        can hide inf in Adam's second moments, which would diverge again on resume)."""
+        tensors = [t for m in (self.G, self.D, self.G_ema) if m is not None
+                   for t in (*m.parameters(), *m.buffers()) if t.is_floating_point()]  # fmt: skip
+        for opt in (self.opt_g, self.opt_d):
+            tensors += [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)]
+        return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def build_pair(
+    cfg: Config, data_shape: tuple[int, ...], device: torch.device, key: int | None = None
+) -> Pair:
+    """The pair `key` of `cfg` on `device`: the run's pair (key None) is seeded from `cfg.seed`;
+    per-class pair k from (seed, "pair", k), with noise streams (seed, "z", k) and (seed, "augment",
+    k), so it trains the same whatever other classes the run holds."""
+    if key is None:
+        seed, streams = cfg.seed, ()
+    else:
+        seed, streams = make_generator(cfg.seed, "pair", key).initial_seed(), (key,)
+    seed_everything(seed)
+    G, D = models_from_config(cfg, data_shape)
+    G, D = G.to(device), D.to(device)
+    if cfg.train.channels_last and len(data_shape) == 3:  # NHWC convolutions (faster on most CPUs)
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    opt_g, opt_d = (
+        make_optimizer(G, cfg.optim.lr_g, cfg.optim.betas_g, cfg, device),
+        make_optimizer(D, cfg.optim.lr_d, cfg.optim.betas_d, cfg, device),
+    )
+    z_gen = make_generator(cfg.seed, "z", *streams, device=device)
+    aug_gen = make_generator(cfg.seed, "augment", *streams, device=device)
+    G_ema = copy.deepcopy(G).requires_grad_(False) if cfg.train.ema_decay else None
+    return Pair(G, D, opt_g, opt_d, z_gen, G_ema=G_ema, aug_gen=aug_gen, key=key)
+
+
+def choose_update(pair: Pair, cfg: Config) -> str | None:
+    """Give `pair` the closed-form MLP step where it is exact (train.fast_path), else compile G and D
+    if train.compile asks; returns why the fast step is off (None: on)."""
+    why_not = "train.fast_path=false"
+    if cfg.train.fast_path:
+        from gankit.fastmlp import eligible, make_fast_step
+
+        why_not = eligible(pair.G, pair.D, cfg)
+        if why_not is None:
+            pair.update_fn = make_fast_step(pair, cfg)
+    if cfg.train.compile and why_not is not None:
+        pair.G.compile()  # in place: state_dict keys (and checkpoints) stay those of the module
+        pair.D.compile()
+    return why_not
+
+
+def make_optimizer(
+    model: nn.Module, lr: float, betas: tuple[float, float], cfg: Config, device: torch.device
+) -> torch.optim.Optimizer:
+    """Adam (fused: one kernel per update instead of ~10 multi-tensor ops, 1.3x steps/s on toy
+    MLPs), or SGD with momentum (`optim.name=sgd`)."""
+    fused = {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
+    if cfg.optim.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr, momentum=cfg.optim.momentum, **fused)
+    return torch.optim.Adam(model.parameters(), lr, betas=betas, **fused)
+
+
+@torch.no_grad()
+def ema_update(G_ema: nn.Module, G: nn.Module, decay: float) -> None:
+    """G_ema <- decay * G_ema + (1 - decay) * G for parameters; buffers (BatchNorm stats) copied."""
+    torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1.0 - decay)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers(), strict=True):
+        b_ema.copy_(b)
+
+
+def set_lr(pair: Pair, cfg: Config, step: int, steps: int) -> None:
+    """The learning rates at `step` of `steps` (a function of the run's step, so resume is exact,
+    and a resume with a lowered optim.lr_g / lr_d takes them at once)."""
+    o = cfg.optim
+    frac = 1.0 - step / steps if o.lr_schedule == "linear" else 1.0
+    if o.lr_schedule == "exponential":
+        frac = o.lr_decay ** (-step)
+    for opt, lr in ((pair.opt_g, o.lr_g), (pair.opt_d, o.lr_d)):
+        group = opt.param_groups[0]
+        group["lr"] = max(lr * frac, o.lr_min) if o.lr_schedule == "exponential" else lr * frac
+        if o.name == "sgd":  # momentum ramp, a function of the step like the learning rate
+            ramp = min(step / o.momentum_steps, 1.0) if o.momentum_steps else 1.0
+            group["momentum"] = o.momentum + (o.momentum_end - o.momentum) * ramp
+
+
+def fake_labels(
+    real_labels: Tensor | None, num_classes: int, mode: str, generator: torch.Generator
+) -> Tensor | None:
+    """Class labels for a batch of fakes: uniform over all `num_classes` classes, or ("data") the real
+    batch's labels, i.e. the data's class frequencies. None for unconditional models."""
+    if not num_classes or real_labels is None:
+        return None
+    if mode == "data":
+        return real_labels
+    n, device = real_labels.shape[0], real_labels.device
+    return torch.randint(num_classes, (n,), generator=generator, device=generator.device).to(device)
+
+
+def train_step(
+    state: Pair,
+    reals: list[Tensor],
+    labels: list[Tensor | None],
+    cfg: Config,
+) -> dict[str, Tensor]:
+    """`len(reals)` (= d_steps) D updates then `cfg.optim.g_steps` G updates, by autograd.
+
+    With `train.augment`, D only ever sees DiffAugment-ed images, real and fake alike, and G's gradient
+    flows through the augmentation (Zhao et al. 2020); penalties are taken on what D sees.
+    Returns 0-dim detached tensors (not floats): converting costs a device sync per step, so the
+    loop sums them and converts only at the logging cadence.
+    """
+    G, D = state.G, state.D
+    d_loss, g_loss = LOSSES[cfg.loss.name]
+    m, lc = cfg.model, cfg.loss
+    policy = parse_policy(cfg.train.augment)
+
+    def aug(x: Tensor) -> Tensor:
+        return diff_augment(x, policy, state.aug_gen) if policy else x
+
+    for j, (real, lab) in enumerate(zip(reals, labels, strict=True)):
+        z = sample_z(real.shape[0], m.z_dim, m.z_dist, state.z_gen, real.device)
+        fake_lab = fake_labels(lab, m.num_classes, cfg.train.fake_labels, state.z_gen)
+        last = j == len(reals) - 1
+        with torch.set_grad_enabled(last):  # the last fake is reused by the first G update
+            fake = G(z, fake_lab)
+        real_in, fake_in = aug(real), aug(fake.detach())
+        d_real, d_fake = D(real_in, lab), D(fake_in, fake_lab)
+        loss_d = d_loss(d_real, d_fake, lc.label_smoothing)
+        if lc.gp_weight:  # interpolates carry the real labels
+            loss_d = loss_d + lc.gp_weight * gradient_penalty(D, real_in, fake_in, lab)
+        if lc.r1_weight:
+            loss_d = loss_d + lc.r1_weight * r1_penalty(D, real_in, lab)
+        if lc.r2_weight:  # R2: the same penalty on fakes (R3GAN)
+            loss_d = loss_d + lc.r2_weight * r1_penalty(D, fake_in, fake_lab)
+        state.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        state.adam_d.step()
+    D.requires_grad_(False)  # G updates need gradients w.r.t. G only
+    relativistic = cfg.loss.name in RELATIVISTIC
+    for k in range(cfg.optim.g_steps):
+        if k > 0:
+            z = sample_z(real.shape[0], m.z_dim, m.z_dist, state.z_gen, real.device)
+            fake_lab = fake_labels(lab, m.num_classes, cfg.train.fake_labels, state.z_gen)
+            fake = G(z, fake_lab)
+        g_fake = D(aug(fake), fake_lab)
+        if relativistic:  # the updated D on the step's last real batch
+            with torch.no_grad():
+                g_real = D(aug(real), lab)
+            loss_g = g_loss(g_fake, g_real)
+        else:
+            loss_g = g_loss(g_fake)
+        state.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        state.adam_g.step()
+    D.requires_grad_(True)
+    state.step += 1
+    return {
+        "loss_d": loss_d.detach(),
+        "loss_g": loss_g.detach(),
+        "d_real": torch.sigmoid(d_real.detach()).mean(),
+        "d_fake": torch.sigmoid(d_fake.detach()).mean(),
+    }
