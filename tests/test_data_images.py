@@ -22,7 +22,8 @@ import torch
 from PIL import Image
 
 from gankit.data import images, readers
-from gankit.data.images import DataError, ImageSet, ImageSource, to_float, to_uint8
+from gankit.data.image_source import ImageSet, ImageSource, to_float, to_uint8
+from gankit.data.readers import DataError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 rng = np.random.default_rng(0)
@@ -421,7 +422,7 @@ def test_skip_bad_counts_and_warns(tmp_path, caplog):
         save(top / f"ok{i}.png", gray(10 * i))
     save(top / "tiny.png", gray(1, (4, 4)))
     (top / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    with caplog.at_level(logging.WARNING, logger="gankit.data.images"):
+    with caplog.at_level(logging.WARNING, logger="gankit.data.image_cache"):
         s = images.folder(path=str(top), img_size=16, skip_bad=True, cache_dir=str(tmp_path / "c"))
     assert s.skipped == ["broken.jpg", "tiny.png"]
     assert len(s.train) + len(s.test) == 6 and len(s.train_labels) == len(s.train)

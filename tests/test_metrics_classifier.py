@@ -17,24 +17,27 @@ import pytest
 import torch
 
 from gankit.cli import main
-from gankit.data.images import ImageSet, ImageSource, to_float
+from gankit.data.image_source import ImageSet, ImageSource, to_float
 from gankit.metrics import classifier as clf
+from gankit.metrics import classifier_fit
 from gankit.metrics.classifier import (
     PACKAGED_SHA256,
-    Classifier,
-    class_histogram_stats,
-    classifier_inception_score,
     classifier_info,
     classifier_path,
-    conditional_accuracy,
     export_packaged,
     fit_and_cache,
-    fit_classifier,
     get_classifier,
     load_classifier,
     packaged_path,
-    predict,
     save_classifier,
+)
+from gankit.metrics.classifier_fit import fit_classifier
+from gankit.metrics.classifier_model import (
+    Classifier,
+    class_histogram_stats,
+    classifier_inception_score,
+    conditional_accuracy,
+    predict,
 )
 from gankit.utils import GankitError
 
@@ -424,6 +427,6 @@ def test_packaged_accuracy_on_the_real_test_split(dataset, tmp_path):
     model, info = get_classifier(dataset, str(tmp_path))
     assert info["source"] == "packaged"
     images = data.images
-    acc = clf._accuracy(model, images.test, images.test_labels, torch.device("cpu"))
+    acc = classifier_fit._accuracy(model, images.test, images.test_labels, torch.device("cpu"))
     # the recorded accuracy was measured on this split; another thread count may flip a few argmaxes
     assert acc >= least and acc == pytest.approx(info["test_acc"], abs=1e-3)

@@ -428,7 +428,7 @@ def test_unknown_names_and_toy_data_are_one_line_errors(stub):
 @pytest.mark.usefixtures("no_network")
 def test_fidelity_adapters_real_architecture_on_generated_weights(random_weights):
     # ~1 min on 2 shared cores: 8 images through the 299-px network and one 2048-d FID.
-    from gankit.data.images import to_uint8
+    from gankit.data.image_source import to_uint8
 
     digest = hashlib.sha256(random_weights.read_bytes()).hexdigest()
     g = torch.Generator().manual_seed(0)

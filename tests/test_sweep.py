@@ -14,7 +14,8 @@ import torch
 
 from gankit.cli import main
 from gankit.config import ConfigError, load_config
-from gankit.sweep import format_seeds, parse_seeds
+from gankit.sweep import parse_seeds
+from gankit.sweep_summary import format_seeds
 from gankit.trainer import train
 from gankit.utils import read_jsonl
 

@@ -12,6 +12,7 @@ Every random number comes from an explicit `torch.Generator`, so a run is reprod
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -49,16 +50,27 @@ def parse_policy(text: str) -> tuple[str, ...]:
     return items
 
 
+def _rows(n: int, generator: Any) -> tuple[torch.Generator, int, slice]:
+    """(torch generator, numbers to draw, rows to keep): a `RankRows` stream draws the global
+    batch's numbers and keeps its rank's rows (gankit.distributed)."""
+    world = getattr(generator, "world", None)
+    if world is None:
+        return generator, n, slice(None)
+    return generator.generator, n * world.size, world.rows(n * world.size)
+
+
 def _rand(n: int, x: Tensor, generator: torch.Generator) -> Tensor:
     """(n, 1, 1, 1) uniform [0, 1) numbers drawn on the generator's device, moved to x's device/dtype."""
     # Drawn in float32 so the random stream does not depend on x's dtype.
-    r = torch.rand(n, 1, 1, 1, generator=generator, device=generator.device)
+    g, total, rows = _rows(n, generator)
+    r = torch.rand(total, 1, 1, 1, generator=g, device=g.device)[rows]
     return r.to(device=x.device, dtype=x.dtype)
 
 
 def _randint(low: int, high: int, n: int, x: Tensor, generator: torch.Generator) -> Tensor:
     """(n,) int64 numbers uniform in [low, high) drawn on the generator's device, moved to x's device."""
-    r = torch.randint(low, high, (n,), generator=generator, device=generator.device)
+    g, total, rows = _rows(n, generator)
+    r = torch.randint(low, high, (total,), generator=g, device=g.device)[rows]
     return r.to(x.device)
 
 

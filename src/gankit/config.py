@@ -124,6 +124,9 @@ class TrainConfig:
     # with AVX-512-bf16 or AMX, a CUDA GPU with bf16 support)
     amp: bool | Literal["auto"] = False
     compile: bool = False  # torch.compile G and D (minutes of compilation first)
+    # several processes (torchrun / --nproc): BatchNorm statistics of the global batch (all-reduced
+    # across ranks), so the run equals the one-process run; false: each rank's rows only
+    sync_bn: bool = False
     # DiffAugment (Zhao et al. 2020) of real and fake images before D: "" or ops from
     # color, translation, cutout, e.g. "color,translation,cutout" (images only)
     augment: str = ""

@@ -42,7 +42,7 @@ def _embed(x: Tensor, space: str, classifier: torch.nn.Module | None) -> Tensor:
     """(N, C, H, W) in [-1, 1] -> (N, d) vectors of the chosen space."""
     if space == "pixel":
         return x.flatten(1)
-    from gankit.metrics.classifier import predict
+    from gankit.metrics.classifier_model import predict
 
     return predict(classifier, x)[1]
 
@@ -56,7 +56,7 @@ def nn_check(
     and of as many real test images ("test_nn", the yardstick; fewer if the test split is smaller),
     their ratio, and the k distances of each grid row.
     """
-    from gankit.data.images import gather, to_float
+    from gankit.data.image_source import gather, to_float
     from gankit.evaluate import EvalContext
 
     if space not in SPACES:

@@ -5,27 +5,38 @@ frame), D's outputs on real-train, fresh fake and real-test data, and the live d
 run (a grid per class, a combined grid with one row per class, per-class D statistics and their
 means under the usual keys). Both answer `build(cfg, data, keys)`, `reals_grid(run_dir)` and
 `snapshot(pairs, step, run_dir)`; their noise is a function of (seed, step), so resume is exact.
+`RunLog` writes the records (metrics.jsonl with `time_s`, TensorBoard / W&B mirrors) and acts on
+the live diagnoses (a warning, and `train.stop_on`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
+from gankit.checkpoint import load_checkpoint
 from gankit.config import Config
 from gankit.data.images import gather, to_float
-from gankit.diagnose import diagnose, mean_pairwise_distance, weight_norm
+from gankit.diagnose import describe, diagnose, mean_pairwise_distance, persistent, weight_norm
+from gankit.distributed import World
+from gankit.errors import GankitError
+from gankit.layout import RunLayout
 from gankit.metrics.dstats import d_output_stats
 from gankit.pair import Pair
 from gankit.plots import save_grid
 from gankit.sample import generate, sample_z
-from gankit.utils import make_generator
+from gankit.utils import append_jsonl, make_generator, read_jsonl
+
+log = logging.getLogger(__name__)
 
 DIAGNOSE_FROM = 100  # first step whose snapshot is diagnosed
 GRID_COLUMNS = 8  # columns of a per-class run's combined grid (one row per class)
@@ -185,3 +196,63 @@ class ClassProbes:
 
 def probes_for(cfg: Config, data: Any, keys: list) -> Probes | ClassProbes:
     return (ClassProbes if cfg.train.per_class else Probes).build(cfg, data, keys)
+
+
+class DiagnosedStop(GankitError):
+    """A diagnosis listed in train.stop_on held at two snapshots in a row; the run stopped."""
+
+
+def ckpt_step(path: Path) -> str:
+    """'step N' of the checkpoint at `path`, or 'none'."""
+    return f"step {load_checkpoint(path)['step']}" if path.exists() else "none"
+
+
+class RunLog:
+    """metrics.jsonl records (with `time_s`, mirrored to TensorBoard / W&B) and the live diagnoses:
+    a warning for each new one; a train.stop_on one that holds twice in a row stops the run, and
+    while one holds checkpoints are not written (the last good one is kept)."""
+
+    def __init__(self, cfg: Config, layout: RunLayout, tracker: Any, world: World) -> None:
+        self.cfg, self.layout, self.tracker, self.world = cfg, layout, tracker, world
+        history = read_jsonl(layout.metrics) if world.main else []
+        self.snaps = [r for r in history if "diagnoses" in r]
+        self.suspect = False
+        # wall-clock seconds of training, summed over the processes of a resumed run
+        self.t_start = time.perf_counter()
+        self.elapsed = next((r["time_s"] for r in reversed(history) if "time_s" in r), 0.0)
+
+    def record(self, rec: dict) -> None:
+        rec["time_s"] = round(self.elapsed + time.perf_counter() - self.t_start, 3)
+        append_jsonl(rec, self.layout.metrics)
+        self.tracker.scalars(rec["step"], rec)
+        grid = self.layout.snapshot(rec["step"])
+        if self.tracker.enabled and "fake_mean" in rec and grid.exists():
+            self.tracker.image(rec["step"], "samples", np.asarray(Image.open(grid)))
+        self._diagnose(rec)
+
+    def _diagnose(self, rec: dict) -> None:
+        if "diagnoses" not in rec:
+            return
+        stop_on = self.cfg.train.stop_on
+        seen = self.snaps[-1]["diagnoses"] if self.snaps else []
+        new = [d for d in rec["diagnoses"] if d not in seen]
+        if new:
+            log.warning("%s", describe(new, rec))
+        stop = persistent(self.snaps, rec, stop_on)
+        self.snaps.append(rec)
+        self.suspect = any(d in stop_on for d in rec["diagnoses"])
+        if stop:
+            raise DiagnosedStop(
+                f"stopped by train.stop_on at step {rec['step']}: {describe(stop, rec)}; "
+                f"last checkpoint kept from before it: {ckpt_step(self.layout.last)}"
+            )
+
+    def final_check(self, step: int) -> None:
+        """Diagnosed at the very last step: there is no good last.pt to write."""
+        if self.suspect:
+            bad = [d for d in self.snaps[-1]["diagnoses"] if d in self.cfg.train.stop_on]
+            raise DiagnosedStop(
+                f"stopped by train.stop_on at the last step {step}: "
+                f"{describe(bad, self.snaps[-1])}; last checkpoint kept from before it: "
+                f"{ckpt_step(self.layout.last)}"
+            )

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from gankit.augment import diff_augment, parse_policy
 from gankit.checkpoint import pair_entry
 from gankit.config import Config
+from gankit.distributed import SINGLE, AllReduceStep, RankRows, World, convert_sync_batchnorm
 from gankit.factory import models_from_config
 from gankit.fastmlp import AdamKernel
 from gankit.losses import LOSSES, RELATIVISTIC, gradient_penalty, r1_penalty
@@ -47,13 +48,39 @@ class Pair:
     G_ema: nn.Module | None = None  # moving average of G (train.ema_decay > 0)
     aug_gen: torch.Generator | None = None  # stream of DiffAugment's random transforms
     key: int | None = None
+    world: World = SINGLE  # the processes sharing this pair's steps (gankit.distributed)
     adam_g: Any = field(init=False)  # .step(): opt_g's update without its Python overhead
     adam_d: Any = field(init=False)
     update_fn: Update = field(init=False)  # the update: train_step, or the closed-form MLP step
 
     def __post_init__(self) -> None:
         self.adam_g, self.adam_d = AdamKernel(self.opt_g), AdamKernel(self.opt_d)
+        if self.world.size > 1:  # gradients averaged across ranks before each step
+            self.adam_g = AllReduceStep(self.adam_g, self.opt_g, self.world)
+            self.adam_d = AllReduceStep(self.adam_d, self.opt_d, self.world)
         self.update_fn = train_step
+
+    def noise(self, n: int, cfg: Config, device: torch.device) -> Tensor:
+        """(n, z_dim) training noise: this rank's rows of the global batch's draw."""
+        m, w = cfg.model, self.world
+        z = sample_z(n * w.size, m.z_dim, m.z_dist, self.z_gen, device)
+        return z if w.size == 1 else z[w.rows(n * w.size)]
+
+    def fake_labels(self, real_labels: Tensor | None, cfg: Config) -> Tensor | None:
+        """Classes of a batch of fakes (see `fake_labels`), this rank's rows of the global draw."""
+        if self.world.size == 1 or real_labels is None:
+            return fake_labels(
+                real_labels, cfg.model.num_classes, cfg.train.fake_labels, self.z_gen
+            )
+        w, n = self.world, real_labels.shape[0]
+        full = real_labels.new_empty(n * w.size)  # only its length matters to "uniform"
+        out = fake_labels(full, cfg.model.num_classes, cfg.train.fake_labels, self.z_gen)
+        return real_labels if cfg.train.fake_labels == "data" else out[w.rows(n * w.size)]
+
+    @property
+    def aug_stream(self) -> Any:
+        """DiffAugment's stream: this rank's rows of the global batch's draws."""
+        return self.aug_gen if self.world.size == 1 else RankRows(self.aug_gen, self.world)
 
     @property
     def sampler(self) -> nn.Module:
@@ -124,7 +151,11 @@ class Pair:
 
 
 def build_pair(
-    cfg: Config, data_shape: tuple[int, ...], device: torch.device, key: int | None = None
+    cfg: Config,
+    data_shape: tuple[int, ...],
+    device: torch.device,
+    key: int | None = None,
+    world: World = SINGLE,
 ) -> Pair:
     """The pair `key` of `cfg` on `device`: the run's pair (key None) is seeded from `cfg.seed`;
     per-class pair k from (seed, "pair", k), with noise streams (seed, "z", k) and (seed, "augment",
@@ -135,6 +166,8 @@ def build_pair(
         seed, streams = make_generator(cfg.seed, "pair", key).initial_seed(), (key,)
     seed_everything(seed)
     G, D = models_from_config(cfg, data_shape)
+    if world.size > 1 and cfg.train.sync_bn:  # the global batch's BatchNorm statistics
+        G, D = convert_sync_batchnorm(G), convert_sync_batchnorm(D)
     G, D = G.to(device), D.to(device)
     if cfg.train.channels_last and len(data_shape) == 3:  # NHWC convolutions (faster on most CPUs)
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
@@ -145,14 +178,16 @@ def build_pair(
     z_gen = make_generator(cfg.seed, "z", *streams, device=device)
     aug_gen = make_generator(cfg.seed, "augment", *streams, device=device)
     G_ema = copy.deepcopy(G).requires_grad_(False) if cfg.train.ema_decay else None
-    return Pair(G, D, opt_g, opt_d, z_gen, G_ema=G_ema, aug_gen=aug_gen, key=key)
+    return Pair(G, D, opt_g, opt_d, z_gen, G_ema=G_ema, aug_gen=aug_gen, key=key, world=world)
 
 
 def choose_update(pair: Pair, cfg: Config) -> str | None:
     """Give `pair` the closed-form MLP step where it is exact (train.fast_path), else compile G and D
     if train.compile asks; returns why the fast step is off (None: on)."""
     why_not = "train.fast_path=false"
-    if cfg.train.fast_path:
+    if pair.world.size > 1:  # its own Adam step and noise draws know no ranks
+        why_not = "several processes: the autograd step all-reduces the gradients"
+    elif cfg.train.fast_path:
         from gankit.fastmlp import eligible, make_fast_step
 
         why_not = eligible(pair.G, pair.D, cfg)
@@ -217,6 +252,8 @@ def train_step(
     labels: list[Tensor | None],
     cfg: Config,
 ) -> dict[str, Tensor]:
+    # long: the D updates then the G updates of one step, in the order the RNG streams are drawn;
+    # split up, the stream order (which resume exactness depends on) would be spread over functions
     """`len(reals)` (= d_steps) D updates then `cfg.optim.g_steps` G updates, by autograd.
 
     With `train.augment`, D only ever sees DiffAugment-ed images, real and fake alike, and G's gradient
@@ -226,15 +263,15 @@ def train_step(
     """
     G, D = state.G, state.D
     d_loss, g_loss = LOSSES[cfg.loss.name]
-    m, lc = cfg.model, cfg.loss
+    lc = cfg.loss
     policy = parse_policy(cfg.train.augment)
 
     def aug(x: Tensor) -> Tensor:
-        return diff_augment(x, policy, state.aug_gen) if policy else x
+        return diff_augment(x, policy, state.aug_stream) if policy else x
 
     for j, (real, lab) in enumerate(zip(reals, labels, strict=True)):
-        z = sample_z(real.shape[0], m.z_dim, m.z_dist, state.z_gen, real.device)
-        fake_lab = fake_labels(lab, m.num_classes, cfg.train.fake_labels, state.z_gen)
+        z = state.noise(real.shape[0], cfg, real.device)
+        fake_lab = state.fake_labels(lab, cfg)
         last = j == len(reals) - 1
         with torch.set_grad_enabled(last):  # the last fake is reused by the first G update
             fake = G(z, fake_lab)
@@ -254,8 +291,8 @@ def train_step(
     relativistic = cfg.loss.name in RELATIVISTIC
     for k in range(cfg.optim.g_steps):
         if k > 0:
-            z = sample_z(real.shape[0], m.z_dim, m.z_dist, state.z_gen, real.device)
-            fake_lab = fake_labels(lab, m.num_classes, cfg.train.fake_labels, state.z_gen)
+            z = state.noise(real.shape[0], cfg, real.device)
+            fake_lab = state.fake_labels(lab, cfg)
             fake = G(z, fake_lab)
         g_fake = D(aug(fake), fake_lab)
         if relativistic:  # the updated D on the step's last real batch

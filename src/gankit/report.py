@@ -162,21 +162,12 @@ def short(key: str, value: Any) -> Any:
     return value
 
 
-def render_report(run_dir: str | Path) -> str:
-    """The report of `run_dir` as one HTML string (plots are made first when missing)."""
+def _summary(
+    run_dir: Path, cfg: dict[str, Any], history: list[dict], env: dict, wall: str
+) -> list[str]:
+    """The report's head: the run's name, the verdict on its training and a table of what it is."""
+    from gankit.diagnose import verdict
     from gankit.version import __version__
-
-    run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
-        raise GankitError(f"{run_dir}: no config.yaml (is it a gankit run directory?)")
-    cfg_text = cfg_path.read_text(encoding="utf-8")
-    cfg = yaml.safe_load(cfg_text) or {}
-    history = read_jsonl(run_dir / "metrics.jsonl")
-    env_path = run_dir / "env.json"
-    env = json.loads(env_path.read_text(encoding="utf-8")) if env_path.is_file() else {}
-    note = ensure_plots(run_dir, history)
-    plots, samples = run_dir / "plots", run_dir / "samples"
 
     def section(name: str) -> dict[str, Any]:
         return cfg.get(name) or {}
@@ -184,7 +175,6 @@ def render_report(run_dir: str | Path) -> str:
     steps = max((r.get("step", 0) for r in history), default=0)
     tc = section("train")
     target = None if tc.get("epochs") else tc.get("steps")  # an epoch count has no fixed step total
-    wall = duration(train_seconds(history))
     header = [
         ("dataset", section("data").get("name")),
         ("model", f"{section('model').get('name')} (loss {section('loss').get('name')})"),
@@ -193,27 +183,19 @@ def render_report(run_dir: str | Path) -> str:
         ("trained with gankit", env.get("gankit", "unknown")),
         ("report by gankit", __version__),
     ]
-    from gankit.diagnose import verdict
-
     line = verdict(history)
     kind = "ok" if "no collapse, D has not won" in line else "bad"
     if not any("diagnoses" in r for r in history):
         kind = "muted"  # nothing was diagnosed (a checkpoint alone, or an older run)
-    parts = [f"<h1>{esc(run_dir.resolve().name)}</h1>",
-             f'<p class="verdict {kind}"><strong>Verdict:</strong> {esc(line)}</p>',
-             table(header)]  # fmt: skip
-    if note:
-        parts.append(f'<p class="muted">{esc(note)}</p>')
+    return [f"<h1>{esc(run_dir.resolve().name)}</h1>",
+            f'<p class="verdict {kind}"><strong>Verdict:</strong> {esc(line)}</p>',
+            table(header)]  # fmt: skip
 
-    parts.append("<h2>Training curves</h2>")
-    curves = [figure(plots / f, f) for f in ("losses.png", "dstats.png") if (plots / f).is_file()]
-    parts.append("".join(curves) or '<p class="muted">none yet</p>')
 
-    toy = [figure(plots / f"{n}.png", n) for n in TOY_PLOTS if (plots / f"{n}.png").is_file()]
-    if toy:
-        parts += ["<h2>Samples against the data</h2>", "".join(toy)]
-
-    parts.append("<h2>Samples</h2>")
+def _samples(run_dir: Path) -> list[str]:
+    """The "Samples" section: the fixed-noise GIF, the real images and the snapshot grids."""
+    plots, samples = run_dir / "plots", run_dir / "samples"
+    parts = ["<h2>Samples</h2>"]
     gif = plots / "samples.gif"
     grids = pick_grids([p for p in samples.glob("*.png") if p.stem.isdigit()])
     if gif.is_file():
@@ -226,6 +208,35 @@ def render_report(run_dir: str | Path) -> str:
         parts.append("</div>")
     if not gif.is_file() and not grids:
         parts.append('<p class="muted">none yet</p>')
+    return parts
+
+
+def render_report(run_dir: str | Path) -> str:
+    """The report of `run_dir` as one HTML string (plots are made first when missing)."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise GankitError(f"{run_dir}: no config.yaml (is it a gankit run directory?)")
+    cfg_text = cfg_path.read_text(encoding="utf-8")
+    cfg = yaml.safe_load(cfg_text) or {}
+    history = read_jsonl(run_dir / "metrics.jsonl")
+    env_path = run_dir / "env.json"
+    env = json.loads(env_path.read_text(encoding="utf-8")) if env_path.is_file() else {}
+    note = ensure_plots(run_dir, history)
+    plots = run_dir / "plots"
+    wall = duration(train_seconds(history))
+    parts = _summary(run_dir, cfg, history, env, wall)
+    if note:
+        parts.append(f'<p class="muted">{esc(note)}</p>')
+
+    parts.append("<h2>Training curves</h2>")
+    curves = [figure(plots / f, f) for f in ("losses.png", "dstats.png") if (plots / f).is_file()]
+    parts.append("".join(curves) or '<p class="muted">none yet</p>')
+
+    toy = [figure(plots / f"{n}.png", n) for n in TOY_PLOTS if (plots / f"{n}.png").is_file()]
+    if toy:
+        parts += ["<h2>Samples against the data</h2>", "".join(toy)]
+    parts += _samples(run_dir)
 
     parts.append("<h2>Evaluation</h2>")
     records = read_jsonl(run_dir / "eval.jsonl")

@@ -143,7 +143,7 @@ def check_new_run_dir(run_dir: Path, *, clear: bool = True) -> None:
 # config keys a resume may change (and every eval.* and track.* key)
 RESUMABLE_KEYS = ("train.steps", "train.epochs", "train.log_every", "train.ckpt_every",
                   "train.keep_every", "train.device", "train.threads", "train.progress",
-                  "train.stop_on", "optim.lr_g", "optim.lr_d")  # fmt: skip
+                  "train.stop_on", "train.sync_bn", "optim.lr_g", "optim.lr_d")  # fmt: skip
 
 
 def check_resume_config(stored: dict, cfg: Config) -> None:

@@ -10,31 +10,28 @@ Layout of a sweep directory (default runs/sweep-<preset stem>):
     summary.json summary.md   per metric field: mean ± se, min, max and the per-seed values
 
 Re-running the same command continues where it stopped: finished seeds are skipped, a run with a
-checkpoint is resumed, a run killed before its first checkpoint is started again.
+checkpoint is resumed, a run killed before its first checkpoint is started again. The summary
+(progress lines, tables, summary.json / summary.md) is made by `gankit.sweep_summary`.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gankit.config import ConfigError, load_config, lookup, to_dict
+from gankit.sweep_summary import SweepResult, seed_line, write_summary
 from gankit.utils import GankitError, read_jsonl, write_json
 
 MAX_SEEDS = 1000
 SEEDS_FORM = "use e.g. 0-4, 0,2,5 or 3 (seeds >= 0, at most 1000)"
-# numeric record fields that describe the protocol, not the result, are never averaged: these and
-# every n_* / num_* count (n_fake, n_real, n_test, num_modes, num_projections, ...)
-PROTOCOL = {"n", "d", "seed", "step", "seconds", "sigma", "kid_subset_size", "is_splits", "prc_k"}
 Report = Callable[[str], None]
 
 
@@ -62,19 +59,6 @@ def parse_seeds(text: str) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {text!r}: a seed is listed twice; {SEEDS_FORM}")
     return seeds
-
-
-def format_seeds(seeds: list[int]) -> str:
-    """[0, 1, 2, 3, 7] -> "0-3,7" (the inverse of parse_seeds)."""
-    out: list[str] = []
-    i = 0
-    while i < len(seeds):
-        j = i
-        while j + 1 < len(seeds) and seeds[j + 1] == seeds[j] + 1:
-            j += 1
-        out.append(str(seeds[i]) if i == j else f"{seeds[i]}-{seeds[j]}")
-        i = j + 1
-    return ",".join(out)
 
 
 # ---- one seed ---------------------------------------------------------------------------------------
@@ -225,63 +209,39 @@ def _run_process(ctx: Any, spec: dict[str, Any]) -> dict[str, Any]:
 # ---- the sweep --------------------------------------------------------------------------------------
 
 
-@dataclass
-class SweepResult:
-    out: Path
-    seeds: list[int]
-    results: dict[int, dict[str, Any]]  # seed -> run_seed's result (status ok / failed)
-    rows: list[dict[str, Any]]  # summarise()
-    table: str  # the plain-text table printed by the CLI
-
-    @property
-    def failed(self) -> list[int]:
-        return [s for s in self.seeds if self.results[s]["status"] != "ok"]
+def _keys(overrides: list[str]) -> list[str]:
+    return [o.split("=", 1)[0].strip() for o in overrides]
 
 
-def _headline(record: dict[str, Any]) -> dict[str, float]:
-    """The numeric result fields of a metric record (protocol fields, flags, strings, lists dropped)."""
-    return {k: v for k, v in record.items() if k not in PROTOCOL and not k.startswith(("n_", "num_"))
-            and isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
+def _check_request(
+    seeds: list[int], overrides: list[str], metrics: list[str] | None, jobs: int, n: int | None
+) -> None:
+    """A one-line ConfigError for a bad seed list, `jobs` or `n`, a --set seed=..., or an unknown
+    metric name, before any config is loaded."""
+    from gankit.metrics import NAMES
+
+    if not seeds:
+        raise ConfigError(f"--seeds: no seeds given; {SEEDS_FORM}")
+    if len(seeds) > MAX_SEEDS or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ConfigError(f"--seeds: {len(seeds)} seeds, min {min(seeds)}; {SEEDS_FORM}")
+    if jobs < 1 or (n is not None and n < 1):
+        raise ConfigError(f"--jobs and --n must be >= 1, got {jobs} and {n}")
+    if "seed" in _keys(overrides):
+        raise ConfigError("--set seed=... conflicts with --seeds: the sweep sets each run's seed")
+    for m in metrics or []:
+        lookup(NAMES, m, "metric (--metrics)")
 
 
-def summarise(records_by_seed: dict[int, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One row per "metric.field": mean, se (std with ddof=1 / sqrt(n); None for one value or
-    non-finite values), min, max, n and the per-seed values {seed: value}."""
-    import numpy as np
-
-    values: dict[str, dict[int, float]] = {}
-    for seed, records in records_by_seed.items():
-        for r in records:
-            for field, v in _headline(r).items():
-                values.setdefault(f"{r['metric']}.{field}", {})[seed] = v
-    rows = []
-    for key, per_seed in values.items():
-        x = np.asarray(list(per_seed.values()), dtype=np.float64)
-        finite = bool(np.isfinite(x).all())
-        se = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 and finite else None
-        rows.append({"key": key, "mean": float(x.mean()), "se": se, "min": float(x.min()),
-                     "max": float(x.max()), "n": len(x), "values": per_seed})  # fmt: skip
-    return rows
-
-
-def _num(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return str(int(v)) if float(v).is_integer() and abs(v) < 1e15 else f"{v:.4g}"
-
-
-def format_table(rows: list[dict[str, Any]], seeds: list[int], markdown: bool = False) -> str:
-    """The summary rows as aligned text (or a Markdown table): metric, mean ± se, min, max, per seed."""
-    head = ["metric", "mean ± se", "min", "max", f"per seed ({format_seeds(seeds)})"]
-    body = [[r["key"], f"{r['mean']:.4g} ± " + ("n/a" if r["se"] is None else f"{r['se']:.2g}"),
-             _num(r["min"]), _num(r["max"]), " ".join(_num(r["values"].get(s)) for s in seeds)]
-            for r in rows]  # fmt: skip
-    if markdown:
-        lines = [head, ["---"] * len(head), *body]
-        return "\n".join("| " + " | ".join(c) + " |" for c in lines)
-    widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head) - 1)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
-                     for row in [head, *body])  # fmt: skip
+def _worker_overrides(overrides: list[str], jobs: int) -> list[str]:
+    """`overrides` as each seed's run gets them: with `jobs` > 1 also train.threads and
+    train.progress, unless `overrides` set them."""
+    keys, worker_overrides = _keys(overrides), list(overrides)
+    if jobs > 1:
+        if "train.threads" not in keys:  # J processes x threads <= cores
+            worker_overrides.append(f"train.threads={max(1, (os.cpu_count() or 1) // jobs)}")
+        if "train.progress" not in keys:  # parallel progress bars would only interleave
+            worker_overrides.append("train.progress=false")
+    return worker_overrides
 
 
 def _check_sweep_dir(out: Path, meta: dict[str, Any]) -> list[int]:
@@ -301,27 +261,6 @@ def _check_sweep_dir(out: Path, meta: dict[str, Any]) -> list[int]:
     return old.get("seeds", [])
 
 
-def _line(seed: int, res: dict[str, Any]) -> str:
-    """The progress line of a finished seed."""
-    if res["status"] != "ok":
-        return f"seed {seed}: FAILED: {res['error']}"
-    if res["trained"]:
-        what = f"trained {res['trained']} steps in {res['train_s']:.1f} s"
-    else:
-        what = f"already trained ({res['step']} steps)"
-    evals = "eval reused" if res["eval_reused"] else "evaluated"
-    from gankit.compare import HEADLINE
-
-    vals = []
-    for r in res["records"]:  # each metric's headline value first; three values keep the line short
-        fields = _headline(r)
-        first = HEADLINE.get(r["metric"], ("", True))[0]
-        order = sorted(fields, key=lambda k: k != first)[:3]
-        vals += [f"{k}={_num(fields[k])}" for k in order]
-    vals = " ".join(vals)
-    return f"seed {seed}: {what}; {evals}; {vals}".rstrip("; ")
-
-
 def run_sweep(config: str, seeds: list[int], overrides: list[str], metrics: list[str] | None,
               out: str | Path | None = None, jobs: int = 1, n: int | None = None,
               report: Report | None = None) -> SweepResult:  # fmt: skip
@@ -332,20 +271,8 @@ def run_sweep(config: str, seeds: list[int], overrides: list[str], metrics: list
     its own process, with train.threads = cpu_count // jobs unless `overrides` set it. A failed seed
     does not stop the others: it is listed in the result's `failed`. `report` gets progress lines.
     """
-    from gankit.metrics import NAMES
-
     report = report or (lambda line: None)
-    if not seeds:
-        raise ConfigError(f"--seeds: no seeds given; {SEEDS_FORM}")
-    if len(seeds) > MAX_SEEDS or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise ConfigError(f"--seeds: {len(seeds)} seeds, min {min(seeds)}; {SEEDS_FORM}")
-    if jobs < 1 or (n is not None and n < 1):
-        raise ConfigError(f"--jobs and --n must be >= 1, got {jobs} and {n}")
-    keys = [o.split("=", 1)[0].strip() for o in overrides]
-    if "seed" in keys:
-        raise ConfigError("--set seed=... conflicts with --seeds: the sweep sets each run's seed")
-    for m in metrics or []:
-        lookup(NAMES, m, "metric (--metrics)")
+    _check_request(seeds, overrides, metrics, jobs, n)
     by_seed = {s: load_config(config, [*overrides, f"seed={s}"]) for s in seeds}  # all validated
     base = to_dict(by_seed[seeds[0]])
     base.pop("seed")
@@ -356,13 +283,7 @@ def run_sweep(config: str, seeds: list[int], overrides: list[str], metrics: list
     known = _check_sweep_dir(out, meta)
     out.mkdir(parents=True, exist_ok=True)
     write_json({**meta, "seeds": sorted({*known, *seeds})}, out / "sweep.json")
-
-    worker_overrides = list(overrides)
-    if jobs > 1:
-        if "train.threads" not in keys:  # J processes x threads <= cores
-            worker_overrides.append(f"train.threads={max(1, (os.cpu_count() or 1) // jobs)}")
-        if "train.progress" not in keys:  # parallel progress bars would only interleave
-            worker_overrides.append("train.progress=false")
+    worker_overrides = _worker_overrides(overrides, jobs)
 
     def one(seed: int) -> dict[str, Any]:
         run_dir = out / f"seed_{seed}"
@@ -374,7 +295,7 @@ def run_sweep(config: str, seeds: list[int], overrides: list[str], metrics: list
         spec = {"config": config, "overrides": worker_overrides, "seed": seed,
                 "run_dir": str(run_dir), "metrics": metrics, "n": n}  # fmt: skip
         res = _run_process(ctx, spec) if jobs > 1 else _run_inline(spec)
-        report(_line(seed, res))
+        report(seed_line(seed, res))
         return res
 
     if jobs > 1:
@@ -387,30 +308,3 @@ def run_sweep(config: str, seeds: list[int], overrides: list[str], metrics: list
     else:
         results = {s: one(s) for s in seeds}
     return write_summary(out, meta, seeds, results)
-
-
-def write_summary(out: Path, meta: dict[str, Any], seeds: list[int],
-                  results: dict[int, dict[str, Any]]) -> SweepResult:  # fmt: skip
-    """summary.json and summary.md of the seeds' results; the table is also returned."""
-    ok = {s: results[s]["records"] for s in seeds if results[s]["status"] == "ok"}
-    rows = summarise(ok)
-    times = {s: results[s]["time_s"] for s in seeds if results[s]["time_s"] is not None}
-    if times:  # wall time of training, from metrics.jsonl (summed over resumed processes)
-        rows += summarise({s: [{"metric": "train", "time_s": t}] for s, t in times.items()})
-    failed = [s for s in seeds if results[s]["status"] != "ok"]
-    runs = f"{len(seeds)} runs" + (
-        f", {len(failed)} failed: {format_seeds(failed)}" if failed else ""
-    )
-    title = f"sweep {meta['preset']}, seeds {format_seeds(seeds)} ({runs}), {out}"
-    table = title + "\n" + format_table(rows, seeds)
-    per_seed = {str(s): {k: results[s].get(k) for k in ("status", "step", "time_s", "error")}
-                for s in seeds}  # fmt: skip
-    write_json({"preset": meta["preset"], "overrides": meta["overrides"], "metrics": meta["metrics"],
-                "n": meta["n"], "seeds": seeds, "failed": failed, "runs": per_seed,
-                "rows": [{**r, "values": {str(s): v for s, v in r["values"].items()}} for r in rows]},
-               out / "summary.json")  # fmt: skip
-    sets = ", ".join(f"`{o}`" for o in meta["overrides"]) or "none"
-    md = (f"# sweep {meta['preset']}\n\nseeds {format_seeds(seeds)} ({runs}); overrides: {sets}\n\n"
-          + format_table(rows, seeds, markdown=True) + "\n")  # fmt: skip
-    (out / "summary.md").write_text(md)
-    return SweepResult(out, seeds, results, rows, table)

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor
 
 from gankit.data import images, toy
-from gankit.data.images import COMMON_OPTIONS, ImageSource
+from gankit.data.image_source import ImageSource
+from gankit.data.images import COMMON_OPTIONS
 from gankit.utils import make_generator
 
 DATASETS = {

@@ -1,7 +1,8 @@
 """File formats behind `gankit.data.images`: IDX (MNIST), pickled CIFAR batches, folders of images.
 
 Everything here turns files into uint8 arrays (N, C, H, W), or streams such arrays into an .npy, and
-raises a one-line `DataError` naming the file when it cannot. Caching and batching live in `images.py`.
+raises a one-line `DataError` naming the file when it cannot. The cache is `image_cache.py`, the
+batching `image_source.py`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""A small CNN trained on a dataset's train split, the domain feature extractor for MNIST-like data.
+"""The domain classifier's files: a small CNN trained on a dataset's train split, the domain
+feature extractor for MNIST-like data (the network and its statistics: `classifier_model`; the
+fit: `classifier_fit`).
 
 Its penultimate activations give an FID on domain features ("fid_clf"); its predictions give class
 coverage, the KL of the predicted class histogram to uniform, a classifier-based Inception Score
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -26,17 +27,20 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
-from gankit.data.images import gather, to_float
-from gankit.utils import GankitError, atomic_save, eval_mode, make_generator, write_json
+from gankit.metrics.classifier_fit import fit_classifier
+from gankit.metrics.classifier_model import Classifier
+
+# re-exported (`as` marks it): gankit.metric_adapters and gankit.observe import them from here
+from gankit.metrics.classifier_model import class_histogram_stats as class_histogram_stats
+from gankit.metrics.classifier_model import classifier_inception_score as classifier_inception_score
+from gankit.metrics.classifier_model import conditional_accuracy as conditional_accuracy
+from gankit.metrics.classifier_model import predict as predict
+from gankit.utils import GankitError, atomic_save, write_json
 
 FORMAT = "gankit-classifier"
 FORMAT_VERSION = 1
-FEATURES = 128  # width of the penultimate layer, the "fid_clf" feature dimension
 
 # sha256 of the packaged classifiers (gankit/weights/classifier_<dataset>.pt), made with
 # `gankit classifier fit DATASET --threads 1 --force` (4 epochs, seed 0) and `export_packaged`;
@@ -45,218 +49,6 @@ PACKAGED_SHA256 = {
     "mnist": "3c8dcde93a091a61db2dbb81c79b7c80ec63d9289726757ec9a0ef9330553fcc",
     "fashion_mnist": "13cc318a85ef22c6966e473d4c8e2e765188d46563bb32b58ce6ea410f84903e",
 }
-
-
-class Classifier(nn.Module):
-    """conv32/2-conv64/2-conv64-fc128-fc10 with BatchNorm, dropout before the last layer (~0.46 M
-    parameters at 28 px).
-
-    Strided convolutions instead of conv + max-pool at full resolution: on CPU a 1-channel 3x3
-    convolution plus pooling at 28x28 costs more than the rest of the network (conv32-pool-conv64-
-    pool took 1.0 ms per image per training step on one core, this net 0.4 ms), and the third
-    convolution at 7x7 buys back the accuracy (98.75 % -> 99.14 % on MNIST without it / with it).
-    """
-
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, img_size: int = 28):
-        super().__init__()
-        if img_size < 4 or img_size % 4:
-            raise GankitError(
-                f"classifier img_size must be a multiple of 4 (two stride-2 convs), got {img_size}"
-            )
-        if num_classes < 2:
-            raise GankitError(
-                f"classifier needs a labelled dataset (num_classes >= 2), got {num_classes}"
-            )
-        self.in_channels, self.num_classes, self.img_size = in_channels, num_classes, img_size
-        s = img_size // 4
-        self.body = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(32),
-            nn.ReLU(),  # (B, 32, S/2, S/2)
-            nn.Conv2d(32, 64, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(64),
-            nn.ReLU(),  # (B, 64, S/4, S/4)
-            nn.Conv2d(64, 64, 3, padding=1, bias=False),
-            nn.BatchNorm2d(64),
-            nn.ReLU(),  # (B, 64, S/4, S/4)
-            nn.Flatten(),
-            nn.Linear(64 * s * s, FEATURES),
-            nn.ReLU(),  # (B, 128): the features
-        )
-        self.head = nn.Sequential(nn.Dropout(0.25), nn.Linear(FEATURES, num_classes))
-
-    def kwargs(self) -> dict[str, int]:
-        """The constructor arguments: the model's config, stored in the saved file."""
-        return {
-            "in_channels": self.in_channels,
-            "num_classes": self.num_classes,
-            "img_size": self.img_size,
-        }
-
-    def _check(self, x: Tensor) -> None:
-        want = (self.in_channels, self.img_size, self.img_size)
-        if x.ndim != 4 or tuple(x.shape[1:]) != want:
-            raise GankitError(
-                f"classifier expects images (B, {', '.join(map(str, want))}), got {tuple(x.shape)}"
-            )
-
-    def features(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) images in [-1, 1] -> (B, 128) penultimate activations (>= 0, after ReLU)."""
-        self._check(x)
-        return self.body(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, C, H, W) images in [-1, 1] -> (B, K) class logits."""
-        return self.head(self.features(x))
-
-
-# ---- training
-
-
-@torch.no_grad()
-def _accuracy(
-    model: Classifier, images: np.ndarray, labels: np.ndarray, device: torch.device
-) -> float:
-    """Top-1 accuracy of `model` on uint8 (N, C, H, W) `images`, in eval mode."""
-    correct = 0
-    with eval_mode(model):
-        for i in range(0, len(images), 1000):
-            # np.array copies: torch warns on read-only memmap slices
-            x = to_float(torch.from_numpy(np.array(images[i : i + 1000])).to(device))
-            y = torch.from_numpy(np.asarray(labels[i : i + 1000], dtype=np.int64)).to(device)
-            correct += (model(x).argmax(1) == y).sum().item()
-    return correct / max(len(images), 1)
-
-
-def _train(
-    model: Classifier,
-    data: Any,
-    *,
-    epochs: int,
-    seed: int,
-    batch_size: int,
-    lr: float,
-    device: torch.device,
-    progress: bool,
-) -> float:
-    """Train `model` in place with Adam and a cosine learning-rate decay; returns the last epoch's loss."""
-    images = data.images
-    labels = torch.from_numpy(np.asarray(images.train_labels, dtype=np.int64))
-    n = len(images.train)
-    # the last incomplete batch is dropped (BatchNorm dislikes tiny ones)
-    steps_per_epoch = n // batch_size
-    total = epochs * steps_per_epoch
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    t0, step = time.perf_counter(), 0
-    for epoch in range(epochs):
-        perm = torch.randperm(n, generator=make_generator(seed, "classifier", epoch))
-        loss_sum = 0.0
-        for i in range(steps_per_epoch):
-            idx = perm[i * batch_size : (i + 1) * batch_size]
-            x = to_float(gather(images.train, idx).to(device))  # (B, C, H, W) in [-1, 1]
-            y = labels[idx].to(device)
-            # cosine decay to 0: the last steps are small, which settles the weights for the test
-            for group in opt.param_groups:
-                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total))
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item()
-            step += 1
-        if progress:
-            acc = _accuracy(model, images.test, images.test_labels, device)
-            print(
-                f"classifier epoch {epoch + 1}/{epochs}: loss {loss_sum / steps_per_epoch:.4f}, "
-                f"test acc {100 * acc:.2f} %, {time.perf_counter() - t0:.1f} s",
-                file=sys.stderr,
-            )
-    return loss_sum / steps_per_epoch
-
-
-def fit_classifier(
-    data: Any,
-    *,
-    epochs: int = 4,
-    seed: int = 0,
-    batch_size: int = 128,
-    lr: float = 2e-3,
-    device: str | torch.device = "cpu",
-    threads: int = 0,
-    progress: bool = False,
-) -> tuple[Classifier, dict[str, Any]]:
-    """Train a Classifier on `data`'s train split and measure it on the whole test split.
-
-    Adam with a cosine learning-rate decay to 0, no augmentation (random shifts changed test accuracy
-    by +0.08 % on MNIST and -0.24 % on Fashion-MNIST in 3 epochs). The result is a function of `seed` alone (weights, dropout and data order; `data`'s own
-    seed and batch size are not used), for a fixed torch build, device and thread count.
-
-    Args:
-        data: a gankit ImageSource (labelled: `.images.train`/`.test` uint8 (N, C, H, W) with labels).
-        threads: torch CPU threads while fitting (0: leave the setting alone). 1 is the safe choice
-            on shared cores: next to other busy processes 2 OpenMP threads ran ~10x slower than 1.
-        progress: print one line per epoch (loss, test accuracy, time) to stderr.
-
-    Returns:
-        The model in eval mode on `device`, and info: {"test_acc" in [0, 1], "train_time_s", "epochs",
-        "seed", "batch_size", "lr", "n_train", "n_test", "shape", "num_classes", "classes",
-        "data_cache", "train_loss", "device", "threads"}.
-    """
-    images = getattr(data, "images", None)
-    if images is None:
-        raise GankitError(f"a classifier needs an image dataset, not {type(data).__name__}")
-    if data.num_classes < 2:
-        raise GankitError(
-            f"a classifier needs a labelled dataset; {images.cache_path} has no classes"
-        )
-    n = len(images.train)
-    if not 0 < batch_size <= n or epochs < 1:
-        raise GankitError(
-            f"classifier fit needs epochs >= 1 and 1 <= batch_size <= {n}, got {epochs}, {batch_size}"
-        )
-    c, h, w = data.shape
-    if h != w:
-        raise GankitError(f"classifier needs square images, got {h}x{w}")
-    device = torch.device(device)
-    old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        t0 = time.perf_counter()
-        # weights and dropout from `seed`; the caller's global RNG state is left untouched
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = Classifier(c, data.num_classes, h).to(device)
-            args = dict(epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, device=device)
-            train_loss = _train(model, data, **args, progress=progress)
-        train_time = time.perf_counter() - t0
-        model.eval()
-        acc = _accuracy(model, images.test, images.test_labels, device)
-        used_threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(old_threads)
-    info = {
-        "test_acc": acc,
-        "train_time_s": round(train_time, 2),
-        "epochs": epochs,
-        "seed": seed,
-        "batch_size": batch_size,
-        "lr": lr,
-        "n_train": n,
-        "n_test": len(images.test),
-        "shape": [c, h, w],
-        "num_classes": data.num_classes,
-        "classes": list(data.classes),
-        "data_cache": str(images.cache_path),
-        "train_loss": train_loss,
-        "device": str(device),
-        "threads": used_threads,
-    }
-    return model, info
-
-
-# ---- files
 
 
 def _sha256(path: str | os.PathLike) -> str:
@@ -316,7 +108,7 @@ def load_classifier(
 
 
 def _cache_dir(cache_dir: str = "") -> Path:
-    # same rule as the image cache in gankit.data.images._cached
+    # same rule as the image cache in gankit.data.image_cache.cached_set
     return Path(cache_dir or os.environ.get("GANKIT_CACHE") or "~/.cache/gankit").expanduser()
 
 
@@ -402,6 +194,25 @@ def classifier_info(dataset: str, cache_dir: str = "") -> dict[str, Any] | None:
     return get_classifier(dataset, cache_dir)[1]
 
 
+def _store_local(
+    dataset: str, model: Classifier, info: dict[str, Any], path: Path, command: str
+) -> dict[str, Any]:
+    """Save a fresh fit as the local refit at `path` and write its sidecar; returns the sidecar."""
+    from gankit.version import __version__
+
+    side = _sidecar(path)
+    side.unlink(missing_ok=True)  # until the new sidecar is written the entry is incomplete
+    sha = save_classifier(model, info, path)
+    keep = (
+        "test_acc train_time_s epochs seed batch_size n_train n_test shape device threads".split()
+    )
+    meta = {"dataset": dataset, "path": str(path), "sha256": sha, **{k: info[k] for k in keep}}
+    meta |= {"data_cache": info["data_cache"], "gankit": __version__, "torch": torch.__version__}
+    meta |= {"command": command, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_json(meta, side)  # written last: the sidecar's presence marks a complete cache entry
+    return meta
+
+
 def fit_and_cache(
     dataset: str,
     data: Any,
@@ -430,14 +241,11 @@ def fit_and_cache(
         "train_time_s", "epochs", "seed", "data_cache", "gankit", "torch", "threads", "command",
         "time", ...} plus "source": "local".
     """
-    from gankit.version import __version__
-
     if not force:
         found = classifier_info(dataset, cache_dir)  # a damaged file is an error, not a reuse
         if found is not None:
             return {**found, "reused": True}
     path = classifier_path(dataset, cache_dir)
-    side = _sidecar(path)
     model, info = fit_classifier(
         data,
         epochs=epochs,
@@ -447,15 +255,7 @@ def fit_and_cache(
         progress=progress,
         batch_size=batch_size,
     )
-    side.unlink(missing_ok=True)  # until the new sidecar is written the entry is incomplete
-    sha = save_classifier(model, info, path)
-    keep = (
-        "test_acc train_time_s epochs seed batch_size n_train n_test shape device threads".split()
-    )
-    meta = {"dataset": dataset, "path": str(path), "sha256": sha, **{k: info[k] for k in keep}}
-    meta |= {"data_cache": info["data_cache"], "gankit": __version__, "torch": torch.__version__}
-    meta |= {"command": command, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_json(meta, side)  # written last: the sidecar's presence marks a complete cache entry
+    meta = _store_local(dataset, model, info, path, command)
     if progress:
         print(
             f"{dataset} classifier: test acc {100 * info['test_acc']:.2f} % after {epochs} epochs, "
@@ -509,92 +309,3 @@ def export_packaged(
     write_json(meta, _sidecar(target))
     _sidecar(target).chmod(0o644)  # package data is world-readable (write_json's temp file is not)
     return meta
-
-
-# ---- predictions and metrics
-
-
-@torch.no_grad()
-def predict(model: Classifier, x: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor]:
-    """Class probabilities and features of images x (N, C, H, W) in [-1, 1], in eval mode.
-
-    Images of another square size (e.g. a GAN trained at 32 px) are resized to the classifier's
-    img_size with antialiased bilinear interpolation, the way gankit resizes datasets.
-
-    Returns:
-        (probs (N, K) in [0, 1] summing to 1 per row, features (N, 128)), float32 on the CPU.
-    """
-    device = next(model.parameters()).device
-    size = model.img_size
-    probs, feats = [], []
-    with eval_mode(model):
-        for i in range(0, x.shape[0], batch_size):
-            xb = x[i : i + batch_size].to(device).float()
-            if xb.ndim == 4 and xb.shape[-2:] != (size, size):
-                xb = F.interpolate(
-                    xb, size=(size, size), mode="bilinear", antialias=True, align_corners=False
-                )
-            f = model.features(xb)
-            probs.append(F.softmax(model.head(f), dim=1).cpu())
-            feats.append(f.cpu())
-    k = model.num_classes
-    if not probs:
-        return torch.empty(0, k), torch.empty(0, FEATURES)
-    return torch.cat(probs), torch.cat(feats)
-
-
-def _check_probs(probs: Tensor) -> None:
-    if probs.ndim != 2 or probs.shape[0] == 0:
-        raise ValueError(f"expected probabilities (N, K) with N >= 1, got {tuple(probs.shape)}")
-
-
-def class_histogram_stats(probs: Tensor, num_classes: int) -> dict[str, Any]:
-    """Class coverage of predictions probs (N, K): each sample counts for its argmax class.
-
-    Returns:
-        {"classes_covered": classes predicted at least once, in [1, K]; "class_kl": KL(histogram ||
-        uniform) in nats, in [0, log K] (0 when every class is predicted equally often); "class_hist":
-        the K counts; "num_classes": K; "n": N}.
-    """
-    _check_probs(probs)
-    if probs.shape[1] != num_classes:
-        raise ValueError(f"probs has {probs.shape[1]} classes, expected num_classes={num_classes}")
-    counts = torch.bincount(probs.argmax(1).cpu(), minlength=num_classes)
-    p = counts.double() / counts.sum()
-    nz = p > 0  # 0 log 0 = 0
-    kl = (p[nz] * (p[nz] * num_classes).log()).sum().item()
-    return {
-        "classes_covered": int(nz.sum()),
-        "class_kl": max(kl, 0.0),  # rounding can give -1e-17 for a uniform histogram
-        "class_hist": counts.tolist(),
-        "num_classes": num_classes,
-        "n": int(probs.shape[0]),
-    }
-
-
-def classifier_inception_score(probs: Tensor, splits: int = 10) -> tuple[float, float]:
-    """Inception Score exp(E_x KL(p(y|x) || p(y))) of probs (N, K), mean and std over `splits` chunks.
-
-    Salimans et al. 2016: p(y) is the mean prediction within each chunk. In [1, K]: 1 when every
-    prediction is the same, K when predictions are confident and spread evenly over K classes.
-    """
-    _check_probs(probs)
-    if not 1 <= splits <= probs.shape[0]:
-        raise ValueError(f"splits must be in [1, N={probs.shape[0]}], got {splits}")
-    p = probs.double().cpu()
-    scores = []
-    for chunk in p.tensor_split(splits):  # exactly `splits` chunks, sizes differ by <= 1
-        py = chunk.mean(0, keepdim=True)  # (1, K) marginal of the chunk
-        # xlogy: 0 log 0 = 0 for one-hot predictions; where p(y|x) > 0 p(y) > 0 too
-        kl = (torch.xlogy(chunk, chunk) - torch.xlogy(chunk, py)).sum(1)  # (n,)
-        scores.append(kl.mean().exp().item())
-    s = np.array(scores)
-    return float(s.mean()), float(s.std())
-
-
-def conditional_accuracy(probs: Tensor, labels: Tensor) -> float:
-    """Fraction in [0, 1] of samples probs (N, K) whose argmax class is the requested label (N,)."""
-    _check_probs(probs)
-    if labels.shape != (probs.shape[0],):
-        raise ValueError(f"expected labels ({probs.shape[0]},), got {tuple(labels.shape)}")
-    return (probs.argmax(1).cpu() == labels.cpu()).double().mean().item()

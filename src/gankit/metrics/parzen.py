@@ -54,6 +54,8 @@ def parzen_log_likelihood(
     dtype: torch.dtype = torch.float32,
     progress: bool = False,
 ) -> Tensor:
+    # long: one numerical kernel; the chunk loop reuses the centred samples, the preallocated
+    # buffers and the per-sigma scales set up before it, and its comments carry the numerics
     """Per-point log-likelihood of `x` under the Parzen window on `samples`, for several sigmas.
 
     The squared distances of a chunk of `x` to all samples are computed once, by one matmul
