@@ -12,7 +12,8 @@ from gankit.checkpoint import load_checkpoint
 from gankit.cli import main
 from gankit.config import ConfigError, load_config
 from gankit.diagnose import diagnose, mean_pairwise_distance, verdict
-from gankit.trainer import DiagnosedStop, NonFiniteLossError, train
+from gankit.observe import DiagnosedStop
+from gankit.trainer import NonFiniteLossError, train
 from gankit.utils import read_jsonl
 
 # the presets without their stabilisers, so that D can win

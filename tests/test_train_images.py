@@ -189,3 +189,13 @@ def test_augment_changes_what_d_sees_and_g_gets_its_gradient(stripes, tmp_path):
     aug = train(load_config("dcgan_mnist", [*over, "train.augment=translation"]), tmp_path / "aug")
     g_plain, g_aug = plain.G.state_dict(), aug.G.state_dict()
     assert any(not torch.equal(g_plain[k], g_aug[k]) for k in g_plain)  # G trained through it
+
+
+def test_fp16_autocast_has_a_grad_scaler_that_resumes_exactly(stripes, tmp_path, split_resume):
+    """train.amp=fp16 (for GPUs whose bf16 is slow; CPU autocast runs it too): losses scaled by a
+    GradScaler whose state is checkpointed, so 4 + resume + 4 steps == 8 steps."""
+    over = [*image_overrides(stripes, tmp_path / "cache"), "train.amp=fp16"]
+    full, _ = split_resume("dcgan_mnist", over)
+    entry = full["pairs"][0]
+    assert entry["scaler"]["scale"] > 0 and entry["scaler"]["_growth_tracker"] >= 0
+    assert all(torch.isfinite(v).all() for v in entry["G"].values() if v.is_floating_point())

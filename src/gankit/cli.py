@@ -189,9 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[28, 64],
         help="dcgan: image sizes, e.g. 28,64 (default)",
     )
+    b.add_argument("--nproc", type=positive, default=2, help="ddp: processes (default 2)")
+    b.add_argument("--device", default="cpu", help="dcgan, ddp: cpu or cuda (default cpu)")
     b.add_argument(
         "--data-root",
-        help="dcgan, per_class, parzen: folder holding MNIST/raw (default: $GANKIT_DATA or ./data)",
+        help="dcgan, ddp, per_class, parzen: folder holding MNIST/raw (default: $GANKIT_DATA or ./data)",
     )
     b.add_argument("--out", help="also write the results as JSON to this file")
     b.set_defaults(func=commands.cmd_bench)

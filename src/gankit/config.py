@@ -122,7 +122,8 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory format for convolutions
     # bfloat16 autocast: true, false, or auto (on where the hardware computes bf16 natively: a CPU
     # with AVX-512-bf16 or AMX, a CUDA GPU with bf16 support)
-    amp: bool | Literal["auto"] = False
+    # fp16: float16 autocast with a GradScaler (GPUs whose bf16 is slow; bf16 needs no scaler)
+    amp: bool | Literal["auto", "bf16", "fp16"] = False
     compile: bool = False  # torch.compile G and D (minutes of compilation first)
     # several processes (torchrun / --nproc): BatchNorm statistics of the global batch (all-reduced
     # across ranks), so the run equals the one-process run; false: each rank's rows only

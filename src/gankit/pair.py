@@ -52,6 +52,9 @@ class Pair:
     adam_g: Any = field(init=False)  # .step(): opt_g's update without its Python overhead
     adam_d: Any = field(init=False)
     update_fn: Update = field(init=False)  # the update: train_step, or the closed-form MLP step
+    # loss.backward(), or Lightning's manual_backward (which scales losses for 16-mixed precision)
+    backward: Callable[[Tensor], None] = field(init=False)
+    scaler: Any = None  # torch.amp.GradScaler of train.amp=fp16
 
     def __post_init__(self) -> None:
         self.adam_g, self.adam_d = AdamKernel(self.opt_g), AdamKernel(self.opt_d)
@@ -59,6 +62,17 @@ class Pair:
             self.adam_g = AllReduceStep(self.adam_g, self.opt_g, self.world)
             self.adam_d = AllReduceStep(self.adam_d, self.opt_d, self.world)
         self.update_fn = train_step
+        self.backward = _backward
+
+    def use_scaler(self, device: torch.device) -> None:
+        """float16 autocast (train.amp=fp16): losses scaled before backward, steps unscaled and
+        skipped on inf/NaN gradients, the scale updated once per step."""
+        scaler = self.scaler = torch.amp.GradScaler(device.type)
+        self.backward = lambda loss: scaler.scale(loss).backward()
+        self.adam_g, self.adam_d = _ScaledStep(scaler, self.opt_g), _ScaledStep(scaler, self.opt_d)
+        if self.world.size > 1:
+            self.adam_g = AllReduceStep(self.adam_g, self.opt_g, self.world)
+            self.adam_d = AllReduceStep(self.adam_d, self.opt_d, self.world)
 
     def noise(self, n: int, cfg: Config, device: torch.device) -> Tensor:
         """(n, z_dim) training noise: this rank's rows of the global batch's draw."""
@@ -107,6 +121,8 @@ class Pair:
         else:
             with autocast:
                 out = self.update_fn(self, reals, labels, cfg)
+        if self.scaler is not None:
+            self.scaler.update()
         if self.G_ema is not None:
             ema_update(self.G_ema, self.G, cfg.train.ema_decay)
         return out
@@ -121,12 +137,15 @@ class Pair:
 
     def state_dict(self, cfg: Config) -> dict[str, Any]:
         """The pair's checkpoint entry (gankit.checkpoint.pair_entry)."""
-        return pair_entry(
+        entry = pair_entry(
             self.key, self.step,
             {"G": self.G, "D": self.D, "G_ema": self.G_ema},
             {"opt_g": self.opt_g, "opt_d": self.opt_d},
             self.generators(cfg),
         )  # fmt: skip
+        if self.scaler is not None:
+            entry["scaler"] = self.scaler.state_dict()
+        return entry
 
     def load_state_dict(self, entry: dict[str, Any], cfg: Config) -> None:
         """Restore weights, optimizer states, step and RNG streams from a checkpoint entry."""
@@ -137,6 +156,8 @@ class Pair:
         self.opt_g.load_state_dict(entry["opt_g"])
         self.opt_d.load_state_dict(entry["opt_d"])
         self.step = entry["step"]
+        if self.scaler is not None and entry.get("scaler"):
+            self.scaler.load_state_dict(entry["scaler"])
         for name, g in self.generators(cfg).items():
             g.set_state(entry["rng"][name])
 
@@ -148,6 +169,21 @@ class Pair:
         for opt in (self.opt_g, self.opt_d):
             tensors += [v for st in opt.state.values() for v in st.values() if torch.is_tensor(v)]
         return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def _backward(loss: Tensor) -> None:
+    loss.backward()
+
+
+class _ScaledStep:
+    """Stands in for `Pair.adam_g/adam_d` under a GradScaler: `scaler.step(optimizer)` unscales
+    the gradients and skips the step when they hold inf/NaN."""
+
+    def __init__(self, scaler: Any, optimizer: torch.optim.Optimizer) -> None:
+        self.scaler, self.optimizer = scaler, optimizer
+
+    def step(self) -> None:
+        self.scaler.step(self.optimizer)
 
 
 def build_pair(
@@ -285,7 +321,7 @@ def train_step(
         if lc.r2_weight:  # R2: the same penalty on fakes (R3GAN)
             loss_d = loss_d + lc.r2_weight * r1_penalty(D, fake_in, fake_lab)
         state.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
+        state.backward(loss_d)
         state.adam_d.step()
     D.requires_grad_(False)  # G updates need gradients w.r.t. G only
     relativistic = cfg.loss.name in RELATIVISTIC
@@ -302,7 +338,7 @@ def train_step(
         else:
             loss_g = g_loss(g_fake)
         state.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
+        state.backward(loss_g)
         state.adam_g.step()
     D.requires_grad_(True)
     state.step += 1

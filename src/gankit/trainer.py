@@ -46,8 +46,8 @@ from gankit.schedule import keep_freed_memory, schedule_for
 from gankit.track import open_tracker
 from gankit.utils import (
     GankitError,
+    amp_dtype,
     get_device,
-    use_amp,
     write_atomic_text,
 )
 
@@ -248,6 +248,9 @@ def _train(
     if world.main:
         _warn_short(cfg, data, sched.pair_steps)
     pairs = {k: build_pair(cfg, data.shape, device, k, world) for k in sched.keys}
+    if amp_dtype(cfg.train.amp, device) == torch.float16:
+        for pair in pairs.values():
+            pair.use_scaler(device)
     probes = probes_for(cfg, data, sched.keys) if world.main else None
     if resume:
         clock = _restore(cfg, layout, pairs, world)
@@ -257,10 +260,11 @@ def _train(
     on_main(world, lambda: record_env(layout, cfg, device, clock if resume else None))
     why_not = [choose_update(p, cfg) for p in pairs.values()][0]
     log.info("fast MLP step: %s", "on" if why_not is None else f"off ({why_not})")
-    # bfloat16 autocast: no loss scaling needed; choose it by measurement (`gankit bench dcgan`)
-    amp = use_amp(cfg.train.amp, device)
-    log.info("bf16 autocast: %s", "on" if amp else "off")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
+    # bf16 autocast needs no loss scaling; fp16 has a GradScaler (Pair.use_scaler). Choose by
+    # measurement (`gankit bench dcgan`)
+    dtype = amp_dtype(cfg.train.amp, device)
+    log.info("autocast: %s", dtype or "off")
+    autocast = torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
     track = cfg.track if world.main else TrackConfig()  # only rank 0 mirrors
     with open_tracker(layout.root, to_dict(cfg), track, resume_step=clock) as tracker:
         watch = RunLog(cfg, layout, tracker, world)

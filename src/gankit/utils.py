@@ -229,8 +229,18 @@ def bf16_native(device: torch.device) -> bool:
 
 
 def use_amp(amp: bool | str, device: torch.device) -> bool:
-    """train.amp resolved for `device`: True/False as given, "auto" by `bf16_native`."""
-    return bf16_native(device) if amp == "auto" else bool(amp)
+    """Whether train.amp turns autocast on for `device` ("auto": where bf16 is native)."""
+    return amp_dtype(amp, device) is not None
+
+
+def amp_dtype(amp: bool | str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of train.amp on `device`: None (off), bfloat16 (true, "bf16", or "auto"
+    where `bf16_native`), or float16 ("fp16": with a GradScaler, for GPUs without fast bf16)."""
+    if amp == "fp16":
+        return torch.float16
+    if amp == "auto":
+        return torch.bfloat16 if bf16_native(device) else None
+    return torch.bfloat16 if amp else None
 
 
 def cpu_model() -> str:

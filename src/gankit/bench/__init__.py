@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from gankit.bench import dcgan, parzen, per_class, toy
+from gankit.bench import dcgan, ddp, parzen, per_class, toy
 
 
 @contextlib.contextmanager
@@ -35,5 +35,6 @@ BENCHES = {
     "toy": _quiet(toy.run),
     "dcgan": _quiet(dcgan.run),
     "per_class": _quiet(per_class.run),
+    "ddp": _quiet(ddp.run),
     "parzen": _quiet(parzen.run),
 }

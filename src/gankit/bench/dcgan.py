@@ -73,8 +73,11 @@ def mnist_raw(root: Path) -> Path:
     return raw
 
 
-def reference_loop(size: int, steps: int, root: Path, warmup: int = 3) -> float:
-    """Images/s of the textbook loop over `steps` steps after `warmup` steps."""
+def reference_loop(
+    size: int, steps: int, root: Path, warmup: int = 3, device: str = "cpu"
+) -> float:
+    """Images/s of the textbook loop over `steps` steps after `warmup` steps (on `device`: the
+    tutorials' `.to(device)` of models and of each batch)."""
     from torchvision import datasets, transforms
 
     torch.manual_seed(0)
@@ -91,6 +94,7 @@ def reference_loop(size: int, steps: int, root: Path, warmup: int = 3) -> float:
             dataset, batch_size=BATCH, shuffle=True, drop_last=True
         )
         G, D = textbook_models(size)
+        G, D = G.to(device), D.to(device)
         for m in (*G.modules(), *D.modules()):  # the DCGAN paper's N(0, 0.02) init
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.normal_(m.weight, 0.0, 0.02)
@@ -105,12 +109,13 @@ def reference_loop(size: int, steps: int, root: Path, warmup: int = 3) -> float:
             for real, _ in loader:
                 if done == warmup:
                     start = time.perf_counter()
+                real = real.to(device)
                 b = real.shape[0]
-                ones, zeros = torch.ones(b), torch.zeros(b)
+                ones, zeros = torch.ones(b, device=device), torch.zeros(b, device=device)
                 D.zero_grad()
                 loss_real = criterion(D(real).view(-1), ones)
                 loss_real.backward()
-                fake = G(torch.randn(b, Z_DIM, 1, 1))
+                fake = G(torch.randn(b, Z_DIM, 1, 1, device=device))
                 loss_fake = criterion(D(fake.detach()).view(-1), zeros)
                 loss_fake.backward()
                 opt_d.step()
@@ -122,6 +127,8 @@ def reference_loop(size: int, steps: int, root: Path, warmup: int = 3) -> float:
                 done += 1
                 if done == warmup + steps:
                     break
+        if device != "cpu":
+            torch.cuda.synchronize()
         return steps * BATCH / (time.perf_counter() - start)
 
 
@@ -160,8 +167,15 @@ LEVERS = {
 def run(args: argparse.Namespace) -> dict:
     root = Path(args.data_root or os.environ.get("GANKIT_DATA", "data"))
     mnist_raw(root)
-    threads = torch.get_num_threads()
-    print(f"cpu: {cpu_model()} ({threads} torch threads), torch {torch.__version__}, batch {BATCH}")
+    threads, device = torch.get_num_threads(), getattr(args, "device", None) or "cpu"
+    if device != "cpu" and not torch.cuda.is_available():
+        raise GankitError(f"bench dcgan --device {device}: no CUDA device on this machine")
+    where = (
+        torch.cuda.get_device_name(0)
+        if device != "cpu"
+        else f"{cpu_model()} ({threads} torch threads)"
+    )
+    print(f"device: {where}, torch {torch.__version__}, batch {BATCH}")
     results: dict = {
         "cpu": cpu_model(),
         "torch": torch.__version__,
@@ -170,11 +184,11 @@ def run(args: argparse.Namespace) -> dict:
     }
     for size in args.sizes:
         steps = args.steps or DEFAULT_STEPS.get(size, 8)
-        ref = reference_loop(size, args.ref_steps or steps, root)
+        ref = reference_loop(size, args.ref_steps or steps, root, device=device)
         print(f"[{size} px] reference (textbook loop, fp32): {ref:,.0f} img/s")
         ours = {}
         for name, levers in LEVERS.items():
-            ours[name] = gankit_run(size, steps, root, levers)
+            ours[name] = gankit_run(size, steps, root, [*levers, f"train.device={device}"])
             print(f"[{size} px] gankit {name}: {ours[name]:,.0f} img/s ({ours[name] / ref:.2f}x)")
         best_fp32 = max(v for k, v in ours.items() if k.startswith("fp32"))
         best_bf16 = max(v for k, v in ours.items() if k.startswith("bf16"))

@@ -20,14 +20,19 @@ the batches from the config's data source (batch `i` is a function of `(seed, i)
 step applied to the same batches, bit for bit
 (tests/test_lightning.py), and a run resumed from a Lightning checkpoint equals an uninterrupted one.
 It is not `gankit train`'s fast MLP path (`train.fast_path`, same update up to float rounding), and
-`train.amp` / `train.compile` are ignored: use `Trainer(precision="bf16-mixed")` for bf16.
+`train.amp` / `train.compile` are ignored: use `Trainer(precision="bf16-mixed")` (or `"16-mixed"`,
+whose loss scaling goes through `manual_backward`).
 
-Limits: one device (gankit's step is not DDP-aware), and no `precision="16-mixed"`: its loss scaling
-needs `self.manual_backward`, while `train_step` calls `loss.backward()` itself.
+Several devices: `Trainer(devices=N, strategy="ddp")` runs the step as `gankit train --nproc N`
+does (gankit.distributed): every rank takes its rows of the global batch (`data.batch_size`), draws
+the global batch's noise, and the gradients are averaged by gankit's all-reduce before each
+optimizer step (DDP's own gradient hooks are blocked: a GAN's several backward passes per step are
+what DDP's reducer does not expect), so a Lightning N-device run equals gankit's N-process run.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +52,7 @@ except ImportError as e:
 
 from gankit.config import Config, config_from_dict, to_dict
 from gankit.data import data_from_config
+from gankit.distributed import SINGLE, AllReduceStep, World
 from gankit.pair import Pair, build_pair
 from gankit.sample import generate, sample_z
 from gankit.schedule import total_steps
@@ -114,6 +120,7 @@ class GANModule(L.LightningModule):
         self.G, self.D, self.G_ema = s.G, s.D, s.G_ema
         self._optimizers = (s.opt_g, s.opt_d)
         self.step = 0
+        self.world = SINGLE  # this process's rank among the fit's devices (on_fit_start)
         self._z_state: Tensor | None = None  # noise stream state from a checkpoint
         self.state: Pair | None = None  # built on the fit's device in on_fit_start
 
@@ -123,16 +130,14 @@ class GANModule(L.LightningModule):
         return list(self._optimizers)
 
     def on_fit_start(self) -> None:
-        precision = str(self.trainer.precision)
-        if precision == "16-mixed":
+        t = self.trainer
+        self.world = (
+            SINGLE if t.world_size == 1 else World(t.global_rank, t.world_size, t.local_rank)
+        )
+        if self.cfg.data.batch_size % self.world.size:
             raise GankitError(
-                "GANModule: precision='16-mixed' needs loss scaling in manual_backward, which "
-                "gankit's train_step does not call; use '32-true' or 'bf16-mixed'"
-            )
-        if self.trainer.world_size > 1:
-            raise GankitError(
-                f"GANModule runs on one device (world_size={self.trainer.world_size}): gankit's "
-                "train_step is not DDP-aware; use devices=1"
+                f"data.batch_size {self.cfg.data.batch_size} does not split over {self.world.size} "
+                f"devices: choose a multiple of {self.world.size} (it is the global batch)"
             )
         # the noise stream lives on the training device, as in gankit.pair.build_pair; it goes
         # on from a checkpoint just loaded, else from an earlier fit of this module
@@ -148,7 +153,12 @@ class GANModule(L.LightningModule):
         # DiffAugment's stream is not carried across Lightning checkpoints: refused in __init__
         aug_gen = make_generator(self.cfg.seed, "augment", device=self.device)
         self.state = Pair(self.G, self.D, opt_g, opt_d, z_gen, self.step, self.G_ema, aug_gen)
+        self.state.world = self.world
         self.state.adam_g, self.state.adam_d = _LightningStep(opt_g), _LightningStep(opt_d)
+        if self.world.size > 1:  # gankit's all-reduce of the gradients, then Lightning's step
+            self.state.adam_g = AllReduceStep(self.state.adam_g, opt_g, self.world)
+            self.state.adam_d = AllReduceStep(self.state.adam_d, opt_d, self.world)
+        self.state.backward = self.manual_backward
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> None:
         """One gankit step on `batch` = (step index, d_steps real batches, their labels)."""
@@ -160,7 +170,14 @@ class GANModule(L.LightningModule):
                 "train with GANDataModule(cfg), which resumes from the checkpoint's step"
             )
         labels = [y if cfg.model.num_classes else None for y in labels]
-        out = state.update(list(reals), labels, cfg, state.step, self.total_steps)
+        if self.world.size > 1:  # this rank's rows of the global batch
+            rows = self.world.rows(reals[0].shape[0])
+            reals = [r[rows] for r in reals]
+            labels = [None if y is None else y[rows] for y in labels]
+        strategy = self.trainer.strategy
+        block = getattr(strategy, "block_backward_sync", contextlib.nullcontext)
+        with block():  # gankit all-reduces the gradients itself (see the module doc)
+            out = state.update(list(reals), labels, cfg, state.step, self.total_steps)
         self.step = state.step
         if self.step % cfg.train.log_every == 0 or self.step >= self.total_steps:
             # at gankit's log cadence: logging every step costs a host sync and Lightning's
