@@ -155,3 +155,27 @@ def test_an_uneven_global_batch_is_a_usage_error(tmp_path):
                    *_sets([*TINY, "data.batch_size=15"]))  # fmt: skip
     assert done.returncode == 2
     assert "data.batch_size 15 does not split over 2 processes" in done.stderr
+
+
+def test_torchrun_without_run_dir_is_a_usage_error(tmp_path):
+    """Each rank would pick its own runs/NNNNN: refused before any work (--nproc picks one)."""
+    env = {**ENV, "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
+    done = subprocess.run([sys.executable, "-m", "gankit", "train", "toy_ring"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2
+    assert "several processes (torchrun) need --run-dir" in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_worker_command_line_is_the_same_command_in_the_chosen_directory(tmp_path):
+    from gankit.cli import build_parser
+    from gankit.commands import _worker_argv
+
+    args = build_parser().parse_args(["-v", "train", "toy_ring", "--set", "train.steps=5",
+                                      "--nproc", "2", "--report"])  # fmt: skip
+    assert _worker_argv(args, tmp_path / "r") == [
+        "-v", "train", "toy_ring", "--set", "train.steps=5", "--run-dir", str(tmp_path / "r"),
+        "--report",
+    ]  # fmt: skip
+    again = build_parser().parse_args(["train", "--resume", "--run-dir", "x", "--nproc", "2"])
+    assert _worker_argv(again, Path("x")) == ["train", "--run-dir", "x", "--resume"]

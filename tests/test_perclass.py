@@ -29,41 +29,26 @@ from gankit.sample import generate
 from gankit.schedule import epoch_events
 from gankit.trainer import NonFiniteLossError, TrainingInterrupted, train
 from gankit.utils import GankitError, read_jsonl
+from tests.conftest import class_pngs, folder_overrides
 
 TRAIN_COUNTS = [8, 10, 5]  # training images per class after the hash split
 PER_EPOCH = 5  # events per epoch at batch 4
 
 
-def _pngs(root, folders):
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(folders):
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(14):
-            img = (rng.random((20, 20)) * 60 + 80 * c).astype(np.uint8)  # class = brightness
-            Image.fromarray(img).save(root / name / f"{i:02d}.png")
-    return root
+@pytest.fixture(scope="module")
+def dataset(class_folder):
+    return class_folder[0]
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return _pngs(tmp_path_factory.mktemp("classes"), ["a", "b", "c"])
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("cache")
+def cache(class_folder):
+    return class_folder[1]
 
 
 def _cfg(path, cache, *extra):
-    overrides = [
-        "data.name=folder", f"data.params.path={path}", "data.params.test_fraction=0.25",
-        f"data.cache_dir={cache}", "data.img_size=16", "data.channels=1", "data.batch_size=4",
-        "model.name=dcgan", "model.z_dim=8", "model.g={ngf: 4}", "model.d={ndf: 4}",
-        "train.per_class=true", "train.epochs=2", "train.log_every=2", "train.sample_every=0",
-        "train.sample_n=16", "train.dstats_n=8", "train.ckpt_every=4", "train.progress=false",
-        "train.threads=1", *extra,
-    ]  # fmt: skip
-    return load_config("dcgan_mnist", overrides)
+    """Per-class pairs on the conftest class folders: 2 epochs, a snapshot per epoch."""
+    over = ["train.per_class=true", "train.epochs=2", "train.sample_every=0", *extra]
+    return load_config("dcgan_mnist", folder_overrides(path, cache, *over))
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +222,7 @@ def test_bad_class_ids_and_unusable_data_are_one_line_errors(dataset, cache, tmp
         train(_cfg(dataset, cache, "model.num_classes=3"), tmp_path / "cond")
     with pytest.raises(GankitError, match=r"classes 2 \(5\) have fewer training images"):
         train(_cfg(dataset, cache, "data.batch_size=6"), tmp_path / "small")
-    flat = _pngs(tmp_path / "flat", ["a"]) / "a"  # one folder of images: no labels
+    flat = class_pngs(tmp_path / "flat", ["a"]) / "a"  # one folder of images: no labels
     with pytest.raises(
         GankitError, match="needs a labelled image dataset; 'folder' has no classes"
     ):

@@ -161,12 +161,7 @@ def barrier(world: World) -> None:
 def broadcast_error(message: str | None, world: World) -> str | None:
     """Rank 0's error message (or None) on every rank: what rank 0 decided (a diagnosis, a
     failed write) stops every rank at the same step."""
-    if world.size == 1:
-        return message
-    box = [message]
-    with collective(world, "broadcast"):
-        dist.broadcast_object_list(box, src=0)
-    return box[0]
+    return broadcast_object(message, world)
 
 
 def broadcast_object(obj: object, world: World) -> object:

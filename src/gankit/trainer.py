@@ -185,7 +185,9 @@ def on_main(world: World, fn: Callable[[], Any]) -> Any:
     return out
 
 
-def _warn_short(cfg: Config, data: Any, pair_steps: int) -> None:
+def _warn_short(cfg: Config, data: Any, sched: Any) -> None:
+    """Warn when the pairs of an image run take too few steps to learn anything."""
+    pair_steps = sched.pair_steps
     if len(data.shape) != 3 or pair_steps >= SHORT_RUN:
         return
     per = (
@@ -193,7 +195,7 @@ def _warn_short(cfg: Config, data: Any, pair_steps: int) -> None:
         if cfg.train.epochs
         else ""
     )
-    each = " per class" if cfg.train.per_class else ""
+    each = " per pair" if len(sched.keys) > 1 else ""
     log.warning(
         "only %d steps%s%s: far too few for a GAN to learn images (expect grey or noisy "
         "samples); ask for thousands, e.g. --set train.steps=5000",
@@ -246,7 +248,7 @@ def _train(
     if len(sched.keys) > 1 and device.type == "cpu":
         keep_freed_memory()
     if world.main:
-        _warn_short(cfg, data, sched.pair_steps)
+        _warn_short(cfg, data, sched)
     pairs = {k: build_pair(cfg, data.shape, device, k, world) for k in sched.keys}
     if amp_dtype(cfg.train.amp, device) == torch.float16:
         for pair in pairs.values():
