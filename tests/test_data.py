@@ -68,3 +68,20 @@ def test_held_out_is_disjoint_from_training_stream():
     src = build_data("gauss1d", {}, seed=0, batch_size=64, n_points=64)
     assert not torch.equal(src.held_out(64), src.data)
     assert torch.equal(src.held_out(64), src.held_out(64))
+
+
+def test_every_source_is_a_data_source(class_folder):
+    """The trainer, snapshots and metrics type their data as gankit.data.DataSource."""
+    from gankit.config import load_config
+    from gankit.data import DataSource, ToySource, data_from_config
+    from gankit.data.image_source import ImageSource
+    from tests.conftest import folder_overrides
+
+    toy = data_from_config(load_config("toy_ring"))
+    img = data_from_config(load_config("dcgan_mnist", folder_overrides(*class_folder)))
+    assert isinstance(toy, ToySource) and isinstance(img, ImageSource)
+    for src in (toy, img):
+        assert isinstance(src, DataSource)
+        x, _ = src.batch(0)
+        assert tuple(x.shape[1:]) == tuple(src.shape)
+    assert not isinstance(object(), DataSource)

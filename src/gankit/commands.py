@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from gankit.layout import RunLayout
+
 
 def _train_config(args: argparse.Namespace) -> tuple:
     """(config, run directory) of `gankit train`'s arguments: a run to resume, or a new one."""
@@ -23,7 +25,7 @@ def _train_config(args: argparse.Namespace) -> tuple:
 
     if args.resume:
         run_dir = Path(args.run_dir or args.config or "")
-        if not (run_dir / "config.yaml").is_file():
+        if not RunLayout(run_dir).config.is_file():
             raise GankitError(f"--resume needs an existing run directory, got {str(run_dir)!r}")
         if args.config and Path(args.config) != run_dir:
             cfg = load_config(args.config, args.set)
@@ -32,7 +34,7 @@ def _train_config(args: argparse.Namespace) -> tuple:
 
             from gankit.config import apply_overrides
 
-            raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+            raw = yaml.safe_load(RunLayout(run_dir).config.read_text())
             cfg = config_from_dict(apply_overrides(raw, args.set))
     else:
         if not args.config:
@@ -100,7 +102,7 @@ def _worker_argv(args: argparse.Namespace, run_dir: Path) -> list[str]:
 
 def _image_plots(run_dir: Path) -> None:
     """plots/ of an image run (the GIF and D-statistics are cheap); toys: `gankit plot RUN_DIR`."""
-    if any((run_dir / "samples").glob("*.png")):
+    if any(RunLayout(run_dir).samples.glob("*.png")):
         from gankit.run import plot_run
 
         plot_run(run_dir)
@@ -111,7 +113,7 @@ def train_summary(run_dir: Path, steps: int) -> str:
     from gankit.diagnose import verdict
     from gankit.utils import read_jsonl
 
-    history = read_jsonl(run_dir / "metrics.jsonl")
+    history = read_jsonl(RunLayout(run_dir).metrics)
     last = next((r for r in reversed(history) if "d_real" in r), {})
     wall = next((r["time_s"] for r in reversed(history) if "time_s" in r), 0.0)
     lines = [
@@ -121,7 +123,7 @@ def train_summary(run_dir: Path, steps: int) -> str:
         lines.append(f"last window: D(real) {last['d_real']:.3f}, D(fake) {last['d_fake']:.3f}, "
                      f"loss_d {last['loss_d']:.3f}, loss_g {last['loss_g']:.3f}")  # fmt: skip
     lines.append(f"verdict: {verdict(history)}")
-    if any((run_dir / "plots").glob("*.png")):
+    if any(RunLayout(run_dir).plots.glob("*.png")):
         lines.append(f"plots: {run_dir / 'plots'}")
     lines.append(f"next: gankit eval {run_dir} | gankit report {run_dir} | "
                  f"gankit sample {run_dir} --n 64 --out samples.png")  # fmt: skip

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from gankit.layout import RunLayout
 from gankit.utils import GankitError, read_jsonl
 
 # the headline value of each metric's record, and whether higher is better
@@ -32,7 +33,7 @@ CURVES = (("loss_d", "D loss"), ("loss_g", "G loss"), ("d_real", "mean sigmoid(D
 def latest_evals(run_dir: Path) -> dict[str, dict]:
     """metric -> the run's last non-floor record of it in eval.jsonl."""
     out = {}
-    for r in read_jsonl(run_dir / "eval.jsonl") if (run_dir / "eval.jsonl").exists() else []:
+    for r in read_jsonl(RunLayout(run_dir).evals) if RunLayout(run_dir).evals.exists() else []:
         if not r.get("floor") and r.get("metric") in HEADLINE:
             out[r["metric"]] = r
     return out
@@ -42,10 +43,10 @@ def load_runs(run_dirs: list[str | Path]) -> dict[str, tuple[list[dict], dict[st
     """run label -> (metrics.jsonl records, latest eval record per metric)."""
     runs = {}
     for d in map(Path, run_dirs):
-        if not (d / "metrics.jsonl").is_file():
+        if not RunLayout(d).metrics.is_file():
             raise GankitError(f"{d}: no metrics.jsonl (is it a gankit run directory?)")
         label = d.name if d.name not in runs else str(d)
-        runs[label] = (read_jsonl(d / "metrics.jsonl"), latest_evals(d))
+        runs[label] = (read_jsonl(RunLayout(d).metrics), latest_evals(d))
     return runs
 
 

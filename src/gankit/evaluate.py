@@ -18,8 +18,9 @@ import torch
 from torch import Tensor
 
 from gankit.checkpoint import load_checkpoint
-from gankit.data import data_from_config
+from gankit.data import DataSource, ToySource, data_from_config
 from gankit.factory import RunModels
+from gankit.layout import RunLayout
 from gankit.metric_adapters import METRICS
 from gankit.registry import lookup
 from gankit.rundir import resolve
@@ -38,7 +39,7 @@ class EvalContext:
     """
 
     cfg: Any  # gankit.config.Config
-    data: Any  # a data source (gankit.data)
+    data: DataSource
     models: RunModels  # per-class runs: one pair per class, see `fake`
     seed: int = 0
     floor: bool = False
@@ -55,7 +56,7 @@ class EvalContext:
         return cls(models.cfg, data_from_config(models.cfg), models, **kwargs)
 
     @classmethod
-    def from_models(cls, models: RunModels, data: Any, **kwargs: Any) -> EvalContext:
+    def from_models(cls, models: RunModels, data: DataSource, **kwargs: Any) -> EvalContext:
         """The context of live models (e.g. inside training) and their data source. The device
         defaults to the models' own, so evaluating never moves a model that is being trained."""
         options = dict(kwargs.pop("options", None) or {})
@@ -155,10 +156,10 @@ class EvalContext:
         return self.cache[key]
 
 
-def default_metrics(data: Any, per_class: bool = False) -> list[str]:
+def default_metrics(data: DataSource, per_class: bool = False) -> list[str]:
     """The metrics `gankit eval` computes when none are asked for: the toy density's, else D's
     statistics (per-class checkpoints, which hold one D per class: the Parzen log-likelihood)."""
-    toy_metrics = list(getattr(getattr(data, "density", None), "metrics", ()))
+    toy_metrics = list(data.density.metrics) if isinstance(data, ToySource) else []
     return toy_metrics or (["parzen"] if per_class else ["dstats"])
 
 
@@ -210,7 +211,7 @@ def eval_run(
     for name in names:  # every name checked before hours of computing
         lookup(METRICS, name, "metric")
     records = []
-    log_to = run_dir / "eval.jsonl" if run_dir is not None else None
+    log_to = RunLayout(run_dir).evals if run_dir is not None else None
     for name in names:  # each record kept as soon as it is computed: a later failure loses nothing
         r = evaluate(ctx, name)
         r.update(step=ctx.models.step, dataset=cfg.data.name, checkpoint=str(ckpt_path),

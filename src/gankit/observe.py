@@ -25,6 +25,8 @@ from torch import Tensor, nn
 
 from gankit.checkpoint import load_checkpoint
 from gankit.config import Config
+from gankit.data import DataSource, ToySource
+from gankit.data.image_source import ImageSource
 from gankit.data.images import gather, to_float
 from gankit.diagnose import describe, diagnose, mean_pairwise_distance, persistent, weight_norm
 from gankit.distributed import World
@@ -63,7 +65,7 @@ class Probes:
     classifier: nn.Module | None = None  # the domain classifier of labelled images, if shipped
 
     @classmethod
-    def build(cls, cfg: Config, data: Any, keys: list) -> Probes:
+    def build(cls, cfg: Config, data: DataSource, keys: list) -> Probes:
         m, n, g = cfg.model, cfg.train.dstats_n, make_generator(cfg.seed, "fixed_noise")
         if m.num_classes:
             nrow = math.ceil(cfg.train.sample_n / m.num_classes)
@@ -76,8 +78,8 @@ class Probes:
         test_x, test_y = data.held_out_labeled(n, cfg.seed)
         if not m.num_classes:
             train_y = test_y = None
-        density = getattr(data, "density", None)
-        modes = density if hasattr(density, "centers") else None
+        density = data.density if isinstance(data, ToySource) else None
+        modes = density if hasattr(density, "centers") else None  # ring, grid: mode coverage
         return cls(cfg, z, labels, nrow, train_x, train_y, test_x, test_y,
                    mean_pairwise_distance(train_x), modes, _watch_classifier(cfg))  # fmt: skip
 
@@ -147,7 +149,7 @@ class ClassProbes:
     test: dict[int, Tensor]  # class -> (<= dstats_n, C, H, W) real-test images (may be empty)
 
     @classmethod
-    def build(cls, cfg: Config, data: Any, keys: list) -> ClassProbes:
+    def build(cls, cfg: Config, data: ImageSource, keys: list) -> ClassProbes:
         m, n, imgs = cfg.model, cfg.train.dstats_n, data.images
         z = sample_z(cfg.train.sample_n, m.z_dim, m.z_dist, make_generator(cfg.seed, "fixed_noise"))
 
@@ -194,7 +196,7 @@ class ClassProbes:
         return rec
 
 
-def probes_for(cfg: Config, data: Any, keys: list) -> Probes | ClassProbes:
+def probes_for(cfg: Config, data: DataSource, keys: list) -> Probes | ClassProbes:
     return (ClassProbes if cfg.train.per_class else Probes).build(cfg, data, keys)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from gankit.layout import RunLayout
 from gankit.utils import GankitError, atomic_write, read_jsonl
 
 MAX_GRIDS = 12  # snapshot grids shown besides the last: a 500-snapshot run stays a few MB
@@ -118,8 +119,8 @@ def pick_grids(paths: Sequence[Path], k: int = MAX_GRIDS) -> list[Path]:
 
 def ensure_plots(run_dir: Path, history: list[dict[str, Any]]) -> str:
     """Run `plot_run` when a plot the run should have is missing; returns a note when that fails."""
-    plots = run_dir / "plots"
-    samples = run_dir / "samples"
+    plots = RunLayout(run_dir).plots
+    samples = RunLayout(run_dir).samples
     wanted = ["losses.png"]
     if any("dstat_train_mean" in r for r in history):
         wanted.append("dstats.png")
@@ -194,14 +195,14 @@ def _summary(
 
 def _samples(run_dir: Path) -> list[str]:
     """The "Samples" section: the fixed-noise GIF, the real images and the snapshot grids."""
-    plots, samples = run_dir / "plots", run_dir / "samples"
+    plots, samples = RunLayout(run_dir).plots, RunLayout(run_dir).samples
     parts = ["<h2>Samples</h2>"]
     gif = plots / "samples.gif"
     grids = pick_grids([p for p in samples.glob("*.png") if p.stem.isdigit()])
     if gif.is_file():
         parts.append(figure(gif, "fixed noise over training (animated)"))
-    if (run_dir / "reals.png").is_file():
-        parts.append(figure(run_dir / "reals.png", "real images"))
+    if RunLayout(run_dir).reals.is_file():
+        parts.append(figure(RunLayout(run_dir).reals, "real images"))
     if grids:
         parts.append("<h3>Fixed-noise grid per snapshot</h3><div>")
         parts += [figure(p, f"step {int(p.stem)}") for p in grids]
@@ -214,16 +215,16 @@ def _samples(run_dir: Path) -> list[str]:
 def render_report(run_dir: str | Path) -> str:
     """The report of `run_dir` as one HTML string (plots are made first when missing)."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
+    cfg_path = RunLayout(run_dir).config
     if not cfg_path.is_file():
         raise GankitError(f"{run_dir}: no config.yaml (is it a gankit run directory?)")
     cfg_text = cfg_path.read_text(encoding="utf-8")
     cfg = yaml.safe_load(cfg_text) or {}
-    history = read_jsonl(run_dir / "metrics.jsonl")
-    env_path = run_dir / "env.json"
+    history = read_jsonl(RunLayout(run_dir).metrics)
+    env_path = RunLayout(run_dir).env
     env = json.loads(env_path.read_text(encoding="utf-8")) if env_path.is_file() else {}
     note = ensure_plots(run_dir, history)
-    plots = run_dir / "plots"
+    plots = RunLayout(run_dir).plots
     wall = duration(train_seconds(history))
     parts = _summary(run_dir, cfg, history, env, wall)
     if note:
@@ -239,7 +240,7 @@ def render_report(run_dir: str | Path) -> str:
     parts += _samples(run_dir)
 
     parts.append("<h2>Evaluation</h2>")
-    records = read_jsonl(run_dir / "eval.jsonl")
+    records = read_jsonl(RunLayout(run_dir).evals)
     none = '<p class="muted">none yet (gankit eval RUN_DIR)</p>'
     parts.append(eval_tables(records) if records else none)
 
@@ -267,15 +268,15 @@ def checkpoint_view(ckpt_path: Path, into: Path) -> Path:
     from gankit.config import config_from_dict, to_yaml
 
     ckpt = load_checkpoint(ckpt_path)
-    (into / "checkpoints").mkdir(parents=True)
-    (into / "config.yaml").write_text(to_yaml(config_from_dict(ckpt["config"])))
-    (into / "checkpoints" / "last.pt").symlink_to(ckpt_path.resolve())
+    RunLayout(into).checkpoints.mkdir(parents=True)
+    RunLayout(into).config.write_text(to_yaml(config_from_dict(ckpt["config"])))
+    RunLayout(into).last.symlink_to(ckpt_path.resolve())
     if len(ckpt.get("data_shape", [])) == 3:  # what `gankit sample CKPT --out grid.png` draws
         from gankit.plots import save_grid
         from gankit.run import draw
 
         x, nrow, ids = draw(ckpt, 64)
-        save_grid(x, into / "samples" / f"{ckpt['step']:06d}.png", nrow if ids else 0)
+        save_grid(x, RunLayout(into).samples / f"{ckpt['step']:06d}.png", nrow if ids else 0)
     else:  # toys: scatter, density and D's decision surface from the checkpoint's G and D
         from gankit.run import plot_run
 

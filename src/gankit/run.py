@@ -14,6 +14,7 @@ import torch
 
 from gankit.checkpoint import load_checkpoint
 from gankit.evaluate import load_run
+from gankit.layout import RunLayout
 from gankit.rundir import resolve
 from gankit.utils import UsageError, make_generator, read_jsonl
 
@@ -23,14 +24,14 @@ def plot_run(run_dir: str | Path, n: int = 2500) -> list[Path]:
     from gankit import plots
 
     run_dir = Path(run_dir)
-    history = read_jsonl(run_dir / "metrics.jsonl")
-    out = run_dir / "plots"
+    history = read_jsonl(RunLayout(run_dir).metrics)
+    out = RunLayout(run_dir).plots
     written = []
     if any("loss_d" in r for r in history):  # a checkpoint alone (no metrics.jsonl) has no curves
         written.append(plots.save_figure(plots.loss_curves(history), out / "losses.png"))
     if any("dstat_train_mean" in r for r in history):
         written.append(plots.save_figure(plots.dstats(history), out / "dstats.png"))
-    grids = sorted((run_dir / "samples").glob("*.png"))
+    grids = sorted(RunLayout(run_dir).samples.glob("*.png"))
     if grids:  # image runs: the GIF of the fixed-noise grids and the last grid
         written.append(plots.save_gif(plots.grid_frames(grids), out / "samples.gif"))
         (out / "samples.png").write_bytes(grids[-1].read_bytes())
@@ -66,7 +67,7 @@ def plot_run(run_dir: str | Path, n: int = 2500) -> list[Path]:
             prob = torch.sigmoid(logits).numpy().reshape(len(ys), len(xs))
         fig = plots.decision_surface(xs, ys, prob, real[:500], fake[:500])
         written.append(plots.save_figure(fig, out / "decision.png"))
-    snaps = sorted((run_dir / "samples").glob("*.npy"))
+    snaps = sorted(RunLayout(run_dir).samples.glob("*.npy"))
     if snaps:
         frames = plots.toy_frames([(int(p.stem), np.load(p)) for p in snaps], real[:1000])
         written.append(plots.save_gif(frames, out / "samples.gif"))

@@ -18,13 +18,14 @@ from __future__ import annotations
 import ctypes
 import math
 import sys
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from gankit.config import Config
+from gankit.data import DataSource
+from gankit.data.image_source import ImageSource
 from gankit.data.images import gather, to_float
 from gankit.errors import GankitError
 
@@ -49,7 +50,7 @@ class Stream:
         sample_every: the snapshot cadence (train.sample_every, 0 = once per epoch).
     """
 
-    def __init__(self, cfg: Config, data: Any) -> None:
+    def __init__(self, cfg: Config, data: DataSource) -> None:
         self.cfg, self.data, self.keys = cfg, data, [None]
         self.steps = total_steps(cfg, data.batches_per_epoch)
         if not cfg.train.sample_every and data.batches_per_epoch is None:
@@ -91,7 +92,7 @@ def epoch_events(
     return [(c, idx) for _, c, idx in fired]
 
 
-def check_classes(cfg: Config, data: Any, size: int) -> tuple[list[int], Tensor]:
+def check_classes(cfg: Config, data: DataSource, size: int) -> tuple[list[int], Tensor]:
     """(the classes to train, sorted; (N,) int64 labels of the training images), or a one-line
     GankitError."""
     if cfg.model.num_classes:
@@ -99,7 +100,7 @@ def check_classes(cfg: Config, data: Any, size: int) -> tuple[list[int], Tensor]
             f"train.per_class trains unconditional pairs: set model.num_classes=0 "
             f"(got {cfg.model.num_classes})"
         )
-    if not getattr(data, "num_classes", 0):
+    if not data.num_classes or not isinstance(data, ImageSource):
         raise GankitError(
             f"train.per_class needs a labelled image dataset; {cfg.data.name!r} has no classes "
             "(a folder dataset needs >= 2 class subfolders)"
@@ -128,7 +129,7 @@ class ClassRouting:
     (`epoch_events`). `train.epochs` counts passes over the data, `train.steps` and every cadence
     count events (pair-steps of all pairs together)."""
 
-    def __init__(self, cfg: Config, data: Any) -> None:
+    def __init__(self, cfg: Config, data: ImageSource) -> None:
         self.cfg, self.data = cfg, data
         self.size = cfg.data.batch_size * cfg.optim.d_steps  # images of one event
         self.keys, self.labels = check_classes(cfg, data, self.size)
@@ -153,7 +154,7 @@ class ClassRouting:
         return c, reals, [None] * len(reals)
 
 
-def schedule_for(cfg: Config, data: Any) -> Stream | ClassRouting:
+def schedule_for(cfg: Config, data: DataSource) -> Stream | ClassRouting:
     return ClassRouting(cfg, data) if cfg.train.per_class else Stream(cfg, data)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from gankit.config import ConfigError, load_config, lookup, to_dict
+from gankit.layout import RunLayout
 from gankit.sweep_summary import SweepResult, seed_line, write_summary
 from gankit.utils import GankitError, read_jsonl, write_json
 
@@ -73,7 +74,7 @@ def _ckpt_step(path: Path) -> int:
 def plan_seed(run_dir: Path) -> tuple[str, int | None]:
     """("done", step) for a finished run, ("resume", step) for one with a checkpoint (step None if
     unreadable: resuming then fails with the checkpoint's own error), else ("fresh", 0)."""
-    last = run_dir / "checkpoints" / "last.pt"
+    last = RunLayout(run_dir).last
     if (run_dir / "DONE").is_file() and last.is_file():
         return "done", _ckpt_step(last)
     if last.is_file():
@@ -131,7 +132,7 @@ def run_seed(config: str, overrides: list[str], seed: int, run_dir: str | Path,
         evals = [e for e in evals if not (e["step"] == start and e["n"] == n)]
         evals.append({"step": start, "n": n, "records": [kept[m] for m in names if m in kept]})
         write_json(evals, evals_path)
-    history = read_jsonl(run_dir / "metrics.jsonl")
+    history = read_jsonl(RunLayout(run_dir).metrics)
     time_s = next((r["time_s"] for r in reversed(history) if "time_s" in r), None)
     return {"seed": seed, "status": "ok", "step": start, "trained": trained,
             "train_s": round(train_s, 3), "time_s": time_s, "eval_reused": not missing,

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from gankit.layout import RunLayout
 from gankit.utils import GankitError
 
 WANDB_MODES = ("disabled", "offline", "online")
@@ -118,7 +119,7 @@ class Tracker:
             # events of steps > resume_step were written after the checkpoint and are logged again:
             # purge them (the checkpoint's own step was logged before it was saved, so it stays)
             purge = resume_step + 1 if resume_step > 0 else None
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge)
+            self.tb = SummaryWriter(str(RunLayout(run_dir).tensorboard), purge_step=purge)
         if wandb != "disabled":
             self._wandb = wb = require("wandb", "wandb", f"track.wandb={wandb}")
             settings = dict(

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from gankit.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from gankit.config import Config, TrackConfig, to_dict, to_yaml
-from gankit.data import data_from_config
+from gankit.data import DataSource, data_from_config
 from gankit.distributed import (
     World,
     all_reduce_sum,
@@ -42,7 +42,7 @@ from gankit.layout import RunLayout
 from gankit.observe import RunLog, ckpt_step, probes_for
 from gankit.pair import LOG_KEYS, Pair, build_pair, choose_update
 from gankit.rundir import RunLock, check_new_run_dir, check_resume_config, record_env, truncate_log
-from gankit.schedule import keep_freed_memory, schedule_for
+from gankit.schedule import ClassRouting, Stream, keep_freed_memory, schedule_for
 from gankit.track import open_tracker
 from gankit.utils import (
     GankitError,
@@ -185,7 +185,7 @@ def on_main(world: World, fn: Callable[[], Any]) -> Any:
     return out
 
 
-def _warn_short(cfg: Config, data: Any, sched: Any) -> None:
+def _warn_short(cfg: Config, data: DataSource, sched: Stream | ClassRouting) -> None:
     """Warn when the pairs of an image run take too few steps to learn anything."""
     pair_steps = sched.pair_steps
     if len(data.shape) != 3 or pair_steps >= SHORT_RUN:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gankit.layout import RunLayout
 from gankit.utils import GankitError, cpu_model, read_jsonl
 
 BATCH, Z_DIM, WIDTH = 128, 100, 64
@@ -150,7 +151,7 @@ def gankit_run(size: int, steps: int, root: Path, levers: list[str], warmup: int
     cfg = load_config("dcgan_mnist", overrides)
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, Path(tmp) / "run")
-        rows = [r for r in read_jsonl(Path(tmp) / "run" / "metrics.jsonl") if "it_s" in r]
+        rows = [r for r in read_jsonl(RunLayout(Path(tmp) / "run").metrics) if "it_s" in r]
     timed = rows[1:]  # each window is `warmup` steps long
     seconds = sum(warmup / r["it_s"] for r in timed)
     return len(timed) * warmup * BATCH / seconds

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from gankit.bench.dcgan import BATCH, WIDTH, mnist_raw
+from gankit.layout import RunLayout
 from gankit.utils import GankitError, cpu_model, read_jsonl
 
 WINDOW = 5  # steps per log window
@@ -53,7 +54,7 @@ def images_per_s(nproc: int, root: Path, steps: int, threads: int, device: str) 
             raise GankitError(
                 f"bench ddp: {nproc}-process run failed: {done.stderr.strip()[-400:]}"
             )
-        rows = [r for r in read_jsonl(run / "metrics.jsonl") if "it_s" in r]
+        rows = [r for r in read_jsonl(RunLayout(run).metrics) if "it_s" in r]
     timed = rows[1:]
     seconds = sum(WINDOW / r["it_s"] for r in timed)
     return len(timed) * WINDOW * BATCH / seconds

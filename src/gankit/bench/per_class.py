@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gankit.layout import RunLayout
 from gankit.utils import cpu_model, read_jsonl
 
 BATCH, WIDTH = 128, 64
@@ -78,12 +79,12 @@ def alternate(root: Path, totals: dict[str, int], tmp: Path) -> tuple[dict, dict
     while any(done[side] < totals[side] for side in SIDES):
         for side, extra in SIDES.items():
             if done[side] < totals[side]:
-                before = loop_seconds(tmp / side / "metrics.jsonl")
+                before = loop_seconds(RunLayout(tmp / side).metrics)
                 resume, done[side] = done[side] > 0, min(done[side] + CHUNK, totals[side])
                 t0 = time.perf_counter()
                 train(_config(root, extra, done[side]), tmp / side, resume=resume)
                 wall[side] += time.perf_counter() - t0
-                after = loop_seconds(tmp / side / "metrics.jsonl")
+                after = loop_seconds(RunLayout(tmp / side).metrics)
                 chunks[side].append((after[0] - before[0]) / (after[1] - before[1]))
     return chunks, wall
 

@@ -2,13 +2,16 @@
 `build_data` wraps it in a source that yields batch number `i` deterministically from `(seed, i)`, so
 resuming replays the same batches without saving loader state.
 
-Every source has: shape, num_classes, size (None: infinite), batches_per_epoch, device, to(device),
-batch(i) -> (x, labels | None), train_fixed(n) and held_out(n) / held_out_labeled(n) (real test data).
+Every source is a `DataSource`: shape, num_classes, classes, size (None: infinite),
+batches_per_epoch, device, to(device), batch(i) -> (x, labels | None), train_fixed(n) and held_out(n)
+/ held_out_labeled(n) (real test data). A `ToySource` also has its `density`; an `ImageSource` its
+`images` (the uint8 ImageSet) and `epoch_indices(e)`.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -32,6 +35,28 @@ DATASETS = {
     "folder": images.folder,
 }
 RESERVED = ("n_points", *COMMON_OPTIONS)  # set by data.* fields, not data.params
+
+
+@runtime_checkable
+class DataSource(Protocol):
+    """What the trainer, the snapshots and the metrics ask of a training data source."""
+
+    shape: tuple[int, ...]  # one sample, e.g. (2,) or (1, 28, 28)
+    num_classes: int  # 0: unlabelled
+    classes: list[str]
+    size: int | None  # training samples; None: drawn afresh (toy densities)
+    batches_per_epoch: int | None
+    device: torch.device
+
+    def to(self, device: torch.device) -> DataSource: ...
+
+    def batch(self, index: int) -> tuple[Tensor, Tensor | None]: ...
+
+    def train_fixed(self, n: int, seed: int = 0) -> tuple[Tensor, Tensor | None]: ...
+
+    def held_out(self, n: int, seed: int = 0) -> Tensor: ...
+
+    def held_out_labeled(self, n: int, seed: int = 0) -> tuple[Tensor, Tensor | None]: ...
 
 
 class ToySource:
@@ -112,7 +137,7 @@ def build_data(
 TOYS = ("gauss1d", "split_normal", "heart", "ring", "grid")
 
 
-def data_from_config(cfg) -> ToySource | ImageSource:  # noqa: ANN001 (gankit.config.Config)
+def data_from_config(cfg) -> DataSource:  # noqa: ANN001 (gankit.config.Config)
     """The training data source of a Config."""
     d = cfg.data
     options = {k: getattr(d, k) for k in COMMON_OPTIONS}
