@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         chunks, wall = alternate(root, totals, Path(tmp))
         for side in SIDES:
-            seconds, steps = loop_seconds(Path(tmp) / side / "metrics.jsonl")
+            seconds, steps = loop_seconds(RunLayout(Path(tmp) / side).metrics)
             img_s = steps * BATCH / seconds
             results[side] = {"steps": steps, "loop_s": seconds, "img_s": img_s,
                              "train_calls_wall_s": wall[side]}  # fmt: skip
