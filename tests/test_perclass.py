@@ -326,3 +326,26 @@ def test_stabilisers_reach_every_pair_and_resume_exactly(dataset, cache, tmp_pat
     assert any("parametrizations" in k for k in full[0, "D"])  # spectral norm in the pairs' D
     assert all(set(e["rng"]) == {"z", "augment"} for e in c1["pairs"])
     _assert_same(full, half)
+
+
+def test_each_pair_is_diagnosed_and_the_run_names_what_any_pair_has(
+    full_run, dataset, cache, tmp_path
+):
+    """Per-class runs get the live diagnoses too: one list per pair, their union for the run."""
+    import copy
+
+    from gankit.observe import ClassProbes
+
+    _, state = full_run
+    cfg = _cfg(dataset, cache)
+    pairs = {c: copy.deepcopy(p) for c, p in state.pairs.items()}
+    probes = ClassProbes.build(cfg, data_from_config(cfg), list(pairs))
+    early = probes.snapshot(pairs, 99, tmp_path)  # before DIAGNOSE_FROM: G is near its init
+    assert "diagnoses" not in early and len(early["weight_norm_per_class"]) == 3
+    with torch.no_grad():
+        for p in pairs[1].G.parameters():
+            p.mul_(1e7)  # pair 1's weights explode
+    rec = probes.snapshot(pairs, 100, tmp_path)
+    assert "diverged" in rec["diagnoses_per_class"][1]
+    assert all("diverged" not in d for k, d in enumerate(rec["diagnoses_per_class"]) if k != 1)
+    assert "diverged" in rec["diagnoses"] and rec["weight_norm"] > 1e6

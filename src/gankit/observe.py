@@ -28,7 +28,15 @@ from gankit.config import Config
 from gankit.data import DataSource, ToySource
 from gankit.data.image_source import ImageSource
 from gankit.data.images import gather, to_float
-from gankit.diagnose import describe, diagnose, mean_pairwise_distance, persistent, weight_norm
+from gankit.diagnose import (
+    DIAGNOSES,
+    WEIGHT_LIMIT,
+    describe,
+    diagnose,
+    mean_pairwise_distance,
+    persistent,
+    weight_norm,
+)
 from gankit.distributed import World
 from gankit.errors import GankitError
 from gankit.layout import RunLayout
@@ -169,13 +177,15 @@ class ClassProbes:
 
     def snapshot(self, pairs: dict[Any, Pair], step: int, samples: Path) -> dict[str, Any]:
         """Write samples/class_K/STEP.png and the combined samples/STEP.png (one row per class, the
-        same fixed-noise columns), and measure each D_k on its class's real-train, fresh fake and
-        real-test images. Returns metrics.jsonl fields: per-class lists and their means under the
-        usual keys."""
+        same fixed-noise columns), measure each D_k on its class's real-train, fresh fake and
+        real-test images, and diagnose each pair. Returns metrics.jsonl fields: per-class lists,
+        their means under the usual keys, and `diagnoses` (those of any pair; which pair in
+        `diagnoses_per_class`)."""
         m, n = self.cfg.model, self.cfg.train.dstats_n
         parts = ("train", "fake", "test")
         rec: dict = {f"dstat_{p}_{s}_per_class": [] for p in parts for s in ("mean", "std")}
-        rows = []
+        rec |= {"diversity_ratio_per_class": [], "weight_norm_per_class": []}
+        rows, per_class = [], []
         for c, pair in pairs.items():
             if len(self.z):
                 fake = generate(pair.sampler, self.z)
@@ -183,16 +193,34 @@ class ClassProbes:
                 rows.append(fake[:GRID_COLUMNS])
             g = make_generator(self.cfg.seed, "dstats", c, step)  # a function of the step
             fresh = generate(pair.G, sample_z(n, m.z_dim, m.z_dist, g))
+            own: dict[str, Any] = {}
             for part, x in (("train", self.train[c]), ("fake", fresh), ("test", self.test[c])):
                 stats = d_output_stats(pair.D, x) if len(x) else {"mean": None, "std": None}
                 for s in ("mean", "std"):
                     rec[f"dstat_{part}_{s}_per_class"].append(stats[s])
+                own[f"dstat_{part}_mean"] = stats["mean"]
+            real = mean_pairwise_distance(self.train[c])
+            own["diversity_ratio"] = mean_pairwise_distance(fresh) / real if real > 0 else None
+            own["weight_norm"] = weight_norm(pair.G, pair.D)
+            rec["diversity_ratio_per_class"].append(own["diversity_ratio"])
+            rec["weight_norm_per_class"].append(own["weight_norm"])
+            per_class.append(diagnose(own, self.cfg.loss.name) if step >= DIAGNOSE_FROM else [])
         if rows:
             save_grid(torch.cat(rows), samples / f"{step:06d}.png", nrow=len(rows[0]))
         for key, values in list(rec.items()):  # means over the classes that have data, for plots
             known = [v for v in values if v is not None]
             if known:
                 rec[key.removesuffix("_per_class")] = sum(known) / len(known)
+        # the worst pair speaks for the run: the largest (or a non-finite) weight norm, the least
+        # diverse fakes
+        norms = rec["weight_norm_per_class"]
+        rec["weight_norm"] = next((v for v in norms if not v <= WEIGHT_LIMIT), max(norms))
+        ratios = [v for v in rec["diversity_ratio_per_class"] if v is not None]
+        if ratios:
+            rec["diversity_ratio"] = min(ratios)
+        if step >= DIAGNOSE_FROM:
+            rec["diagnoses"] = [d for d in DIAGNOSES if any(d in ds for ds in per_class)]
+            rec["diagnoses_per_class"] = per_class
         return rec
 
 
