@@ -3,6 +3,11 @@ and `mode_cfg`, one tiny config per training mode for the contract tests."""
 
 from __future__ import annotations
 
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
 import matplotlib
 import numpy as np
 import pytest
@@ -158,3 +163,73 @@ def image_overrides(path, cache) -> list[str]:
 @pytest.fixture(scope="session")
 def stripes(tmp_path_factory):
     return make_stripes(tmp_path_factory.mktemp("stripes"))
+
+
+# files in the layouts of the standard datasets (tiny, random pixels)
+_files_rng = np.random.default_rng(0)
+
+
+def write_idx(path: Path, arr: np.ndarray, gz: bool = True) -> None:
+    """An IDX file of uint8 `arr`: magic 0x0000 08 ndim, big-endian dims, data."""
+    header = struct.pack(f">4B{arr.ndim}I", 0, 0, 8, arr.ndim, *arr.shape)
+    data = header + arr.astype(np.uint8).tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(data))
+    else:
+        path.write_bytes(data)
+
+
+def make_mnist(root: Path, folder: str = "MNIST", n: tuple[int, int] = (6, 4), gz: bool = True):
+    """Tiny MNIST-layout files; returns (train_x, train_y, test_x, test_y) as written."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    out = []
+    for prefix, k in (("train", n[0]), ("t10k", n[1])):
+        x = _files_rng.integers(0, 256, (k, 28, 28), dtype=np.uint8)
+        y = _files_rng.integers(0, 10, k, dtype=np.uint8)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", x, gz)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", y, gz)
+        out += [x, y]
+    return out
+
+
+def make_cifar(root: Path, per_batch: int = 2) -> tuple[list[dict], list[str]]:
+    """Tiny cifar-10-batches-py pickles; returns the batch dicts (5 train + test) and class names."""
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    batches = []
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            b"data": _files_rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8),
+            b"labels": _files_rng.integers(0, 10, per_batch).tolist(),
+        }
+        (d / name).write_bytes(pickle.dumps(batch))
+        batches.append(batch)
+    names = [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
+    (d / "batches.meta").write_bytes(pickle.dumps({b"label_names": [n.encode() for n in names]}))
+    return batches, names
+
+
+def save(path: Path, img: Image.Image, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, **kw)
+    return path
+
+
+def make_celeba(root: Path, n: int = 6, size: tuple[int, int] = (100, 120)) -> Path:
+    img_dir = root / "celeba" / "img_align_celeba"
+    for i in range(1, n + 1):
+        save(img_dir / f"{i:06d}.jpg", Image.new("RGB", size, (40 * i,) * 3), quality=95)
+    return img_dir

@@ -131,7 +131,7 @@ def test_bench_reference_is_the_same_architecture(size):
 @pytest.fixture(scope="module")
 def all_formats(tmp_path_factory):
     """One data root holding tiny MNIST, Fashion-MNIST, CIFAR-10 and CelebA files in their layouts."""
-    from tests.test_data_images import make_celeba, make_cifar, make_mnist
+    from tests.conftest import make_celeba, make_cifar, make_mnist
 
     root = tmp_path_factory.mktemp("formats")
     make_mnist(root, n=(12, 6))
