@@ -57,22 +57,25 @@ class Pair:
     scaler: Any = None  # torch.amp.GradScaler of train.amp=fp16
 
     def __post_init__(self) -> None:
-        self.adam_g, self.adam_d = AdamKernel(self.opt_g), AdamKernel(self.opt_d)
-        if self.world.size > 1:  # gradients averaged across ranks before each step
-            self.adam_g = AllReduceStep(self.adam_g, self.opt_g, self.world)
-            self.adam_d = AllReduceStep(self.adam_d, self.opt_d, self.world)
+        self.set_steps(AdamKernel(self.opt_g), AdamKernel(self.opt_d))
         self.update_fn = train_step
         self.backward = _backward
+
+    def set_steps(self, step_g: Any, step_d: Any) -> None:
+        """The objects whose `.step()` updates G and D (the fused Adam kernel, a GradScaler's step,
+        Lightning's counted step); with several processes the gradients are averaged across ranks
+        first."""
+        if self.world.size > 1:
+            step_g = AllReduceStep(step_g, self.opt_g, self.world)
+            step_d = AllReduceStep(step_d, self.opt_d, self.world)
+        self.adam_g, self.adam_d = step_g, step_d
 
     def use_scaler(self, device: torch.device) -> None:
         """float16 autocast (train.amp=fp16): losses scaled before backward, steps unscaled and
         skipped on inf/NaN gradients, the scale updated once per step."""
         scaler = self.scaler = torch.amp.GradScaler(device.type)
         self.backward = lambda loss: scaler.scale(loss).backward()
-        self.adam_g, self.adam_d = _ScaledStep(scaler, self.opt_g), _ScaledStep(scaler, self.opt_d)
-        if self.world.size > 1:
-            self.adam_g = AllReduceStep(self.adam_g, self.opt_g, self.world)
-            self.adam_d = AllReduceStep(self.adam_d, self.opt_d, self.world)
+        self.set_steps(_ScaledStep(scaler, self.opt_g), _ScaledStep(scaler, self.opt_d))
 
     def noise(self, n: int, cfg: Config, device: torch.device) -> Tensor:
         """(n, z_dim) training noise: this rank's rows of the global batch's draw."""

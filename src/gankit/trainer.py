@@ -250,7 +250,10 @@ def _train(
     if world.main:
         _warn_short(cfg, data, sched)
     pairs = {k: build_pair(cfg, data.shape, device, k, world) for k in sched.keys}
-    if amp_dtype(cfg.train.amp, device) == torch.float16:
+    # bf16 autocast needs no loss scaling; fp16 has a GradScaler (Pair.use_scaler). Choose by
+    # measurement (`gankit bench dcgan`)
+    dtype = amp_dtype(cfg.train.amp, device)
+    if dtype == torch.float16:
         for pair in pairs.values():
             pair.use_scaler(device)
     probes = probes_for(cfg, data, sched.keys) if world.main else None
@@ -262,9 +265,6 @@ def _train(
     on_main(world, lambda: record_env(layout, cfg, device, clock if resume else None))
     why_not = [choose_update(p, cfg) for p in pairs.values()][0]
     log.info("fast MLP step: %s", "on" if why_not is None else f"off ({why_not})")
-    # bf16 autocast needs no loss scaling; fp16 has a GradScaler (Pair.use_scaler). Choose by
-    # measurement (`gankit bench dcgan`)
-    dtype = amp_dtype(cfg.train.amp, device)
     log.info("autocast: %s", dtype or "off")
     autocast = torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
     track = cfg.track if world.main else TrackConfig()  # only rank 0 mirrors
@@ -365,10 +365,8 @@ def _loop(
             s = clock
             bar.update(1)
             stop = guard.signum is not None
-            if world.size > 1 and (s % poll == 0 or s == steps):
-                stop = any_rank(stop, world, device)
-            elif world.size > 1:
-                stop = False  # acted on at the next poll, by every rank together
+            if world.size > 1:  # every rank acts on it together, at the next poll
+                stop = (s % poll == 0 or s == steps) and any_rank(stop, world, device)
             is_log = s % tc.log_every == 0 or s == steps or stop
             is_ckpt = s % tc.ckpt_every == 0 or s == steps or stop
             rec = None

@@ -52,7 +52,7 @@ except ImportError as e:
 
 from gankit.config import Config, config_from_dict, to_dict
 from gankit.data import data_from_config
-from gankit.distributed import SINGLE, AllReduceStep, World
+from gankit.distributed import SINGLE, World
 from gankit.pair import Pair, build_pair
 from gankit.sample import generate, sample_z
 from gankit.schedule import total_steps
@@ -152,12 +152,10 @@ class GANModule(L.LightningModule):
         opt_g, opt_d = self.optimizers()
         # DiffAugment's stream is not carried across Lightning checkpoints: refused in __init__
         aug_gen = make_generator(self.cfg.seed, "augment", device=self.device)
-        self.state = Pair(self.G, self.D, opt_g, opt_d, z_gen, self.step, self.G_ema, aug_gen)
-        self.state.world = self.world
-        self.state.adam_g, self.state.adam_d = _LightningStep(opt_g), _LightningStep(opt_d)
-        if self.world.size > 1:  # gankit's all-reduce of the gradients, then Lightning's step
-            self.state.adam_g = AllReduceStep(self.state.adam_g, opt_g, self.world)
-            self.state.adam_d = AllReduceStep(self.state.adam_d, opt_d, self.world)
+        self.state = Pair(self.G, self.D, opt_g, opt_d, z_gen, self.step, self.G_ema, aug_gen,
+                          world=self.world)  # fmt: skip
+        # Lightning's counted step (after gankit's all-reduce of the gradients, several devices)
+        self.state.set_steps(_LightningStep(opt_g), _LightningStep(opt_d))
         self.state.backward = self.manual_backward
 
     def training_step(self, batch: Sequence[Any], batch_idx: int) -> None:
