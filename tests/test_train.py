@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gankit.checkpoint import load_checkpoint
-from gankit.config import load_config
+from gankit.config import ConfigError, load_config
 from gankit.fastmlp import AdamKernel, eligible, make_fast_step
 from gankit.pair import build_pair, ema_update, train_step
 from gankit.trainer import train
@@ -156,3 +156,28 @@ def test_ema_tracks_the_moving_average_and_is_what_gets_sampled(tmp_path, tiny_o
     assert not torch.equal(entry["G_ema"]["net.0.weight"], entry["G"]["net.0.weight"])
     G = load_generator(tmp_path / "r" / "checkpoints" / "last.pt")
     assert torch.equal(G.net[0].weight, state.G_ema.net[0].weight)
+
+
+
+def test_lazy_r1_is_the_full_penalty_every_kth_d_update(tiny_overrides):
+    """loss.r1_every = k: D update i carries k x (R1 + R2) when i % k == 0 and no penalty otherwise,
+    so the lazy run equals a run whose penalty weights are switched by hand (k = 2 here)."""
+    lazy = load_config("toy_ring", [*tiny_overrides, "loss.r1_weight=0.5", "loss.r2_weight=0.3",
+                                    "loss.r1_every=2"])  # fmt: skip
+    full = load_config("toy_ring", [*tiny_overrides, "loss.r1_weight=1.0", "loss.r2_weight=0.6"])
+    none = load_config("toy_ring", [*tiny_overrides, "loss.r1_weight=0", "loss.r2_weight=0"])
+    reals, shape = _batches(lazy, 4)
+    a = build_pair(lazy, shape, torch.device("cpu"))
+    b = build_pair(lazy, shape, torch.device("cpu"))
+    for real, by_hand in zip(reals, [full, none, full, none], strict=True):
+        train_step(a, [real], [None], lazy)
+        train_step(b, [real], [None], by_hand)
+    for p, q in zip([*a.G.parameters(), *a.D.parameters()],
+                    [*b.G.parameters(), *b.D.parameters()], strict=True):  # fmt: skip
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    c = build_pair(full, shape, torch.device("cpu"))  # and it differs from R1 on every update
+    for real in reals:
+        train_step(c, [real], [None], full)
+    assert not torch.equal(next(a.D.parameters()), next(c.D.parameters()))
+    with pytest.raises(ConfigError, match="loss.r1_every"):
+        load_config("toy_ring", ["loss.r1_every=0"])

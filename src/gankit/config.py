@@ -70,6 +70,9 @@ class LossConfig:
     gp_weight: float = 0.0  # WGAN-GP gradient penalty weight
     r1_weight: float = 0.0  # R1 penalty weight (gradient norm on real data)
     r2_weight: float = 0.0  # R2 penalty weight (the same on fakes; R3GAN pairs it with rpgan + R1)
+    # lazy regularisation (Karras et al. 2020, StyleGAN2): R1 and R2 on one D update in r1_every,
+    # weighted x r1_every so the mean penalty is unchanged; each penalty costs a double backward
+    r1_every: int = 1
 
 
 @dataclass
@@ -449,6 +452,7 @@ def _validate_ranges(cfg: Config) -> None:
         "model.z_dim": cfg.model.z_dim,
         "optim.d_steps": cfg.optim.d_steps,
         "optim.g_steps": cfg.optim.g_steps,
+        "loss.r1_every": cfg.loss.r1_every,
         "train.log_every": cfg.train.log_every,
         "train.ckpt_every": cfg.train.ckpt_every,
         "train.dstats_n": cfg.train.dstats_n,
