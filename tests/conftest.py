@@ -102,7 +102,7 @@ def folder_overrides(path, cache, *extra: str) -> list[str]:
         "model.name=dcgan", "model.z_dim=8", "model.g={ngf: 4}", "model.d={ndf: 4}",
         "train.epochs=0", "train.steps=8", "train.log_every=2", "train.sample_every=4",
         "train.sample_n=16", "train.dstats_n=8", "train.ckpt_every=4", "train.progress=false",
-        "train.threads=1", *extra,
+        "train.threads=1", "train.amp=false", *extra,  # amp: the same numerics on every CPU
     ]  # fmt: skip
 
 
@@ -157,6 +157,7 @@ def image_overrides(path, cache) -> list[str]:
         "model.z_dim=8", "model.g={ngf: 4}", "model.d={ndf: 4}", "train.epochs=0",
         "train.steps=8", "train.log_every=2", "train.sample_every=4", "train.sample_n=16",
         "train.dstats_n=8", "train.ckpt_every=4", "train.progress=false", "train.threads=1",
+        "train.amp=false",  # the same numerics on every CPU
     ]  # fmt: skip
 
 

@@ -89,6 +89,17 @@ def test_unknown_preset_lists_presets():
         load_config("nope")
 
 
+def test_a_folder_named_like_a_preset_does_not_hide_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "toy_ring").mkdir()  # e.g. `gankit sweep toy_ring --out toy_ring`
+    assert load_config("toy_ring").data.name == "ring"
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ConfigError, match="config file not found: mine"):
+        load_config("mine")
+    (tmp_path / "toy_grid").write_text("data: {name: ring}\n")  # a file of that name is the file
+    assert load_config("toy_grid").data.name == "ring"
+
+
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(str(tmp_path / "missing.yaml"))
@@ -159,10 +170,10 @@ def test_config_holes_are_one_line_errors_before_any_work(preset, overrides, mat
 
 
 def test_the_users_steps_win_over_the_presets_epochs():
-    assert load_config("dcgan_mnist").train.epochs == 5
-    cfg = load_config("dcgan_mnist", ["train.steps=40"])
+    assert load_config("cdcgan_mnist").train.epochs == 5
+    cfg = load_config("cdcgan_mnist", ["train.steps=40"])
     assert (cfg.train.steps, cfg.train.epochs) == (40, 0)
-    both = load_config("dcgan_mnist", ["train.steps=40", "train.epochs=2"])
+    both = load_config("cdcgan_mnist", ["train.steps=40", "train.epochs=2"])
     assert both.train.epochs == 2  # both given: epochs counts, as documented
 
 

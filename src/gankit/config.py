@@ -321,11 +321,14 @@ def _read_yaml(text: str, source: str) -> dict[str, Any]:
 def read_source(name_or_path: str) -> dict[str, Any]:
     """The raw dict of a preset name or a YAML file path."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
+    presets = list_presets()
+    # a folder named like a preset (e.g. a sweep's --out) does not hide the preset
+    if path.suffix in (".yaml", ".yml") or path.is_file() or (
+        path.exists() and name_or_path not in presets
+    ):
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         return _read_yaml(path.read_text(), str(path))
-    presets = list_presets()
     if name_or_path not in presets:
         raise ConfigError(f"unknown preset {name_or_path!r}; choose from: {', '.join(presets)}")
     text = (resources.files("gankit") / "configs" / f"{name_or_path}.yaml").read_text()
