@@ -450,6 +450,7 @@ def validated(cfg: Config) -> Config:
 
 
 def _validate_ranges(cfg: Config) -> None:
+    # long: a table of every key's range, one line each, then the checks
     positive = {
         "data.batch_size": cfg.data.batch_size,
         "model.z_dim": cfg.model.z_dim,
