@@ -158,7 +158,6 @@ def test_ema_tracks_the_moving_average_and_is_what_gets_sampled(tmp_path, tiny_o
     assert torch.equal(G.net[0].weight, state.G_ema.net[0].weight)
 
 
-
 def test_lazy_r1_is_the_full_penalty_every_kth_d_update(tiny_overrides):
     """loss.r1_every = k: D update i carries k x (R1 + R2) when i % k == 0 and no penalty otherwise,
     so the lazy run equals a run whose penalty weights are switched by hand (k = 2 here)."""

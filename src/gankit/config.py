@@ -323,8 +323,10 @@ def read_source(name_or_path: str) -> dict[str, Any]:
     path = Path(name_or_path)
     presets = list_presets()
     # a folder named like a preset (e.g. a sweep's --out) does not hide the preset
-    if path.suffix in (".yaml", ".yml") or path.is_file() or (
-        path.exists() and name_or_path not in presets
+    if (
+        path.suffix in (".yaml", ".yml")
+        or path.is_file()
+        or (path.exists() and name_or_path not in presets)
     ):
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
