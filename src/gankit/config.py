@@ -322,12 +322,10 @@ def read_source(name_or_path: str) -> dict[str, Any]:
     """The raw dict of a preset name or a YAML file path."""
     path = Path(name_or_path)
     presets = list_presets()
-    # a folder named like a preset (e.g. a sweep's --out) does not hide the preset
-    if (
-        path.suffix in (".yaml", ".yml")
-        or path.is_file()
-        or (path.exists() and name_or_path not in presets)
-    ):
+    # a preset name means the preset unless a file has that name: a folder named like a preset
+    # (e.g. a sweep's --out) does not hide it
+    preset = name_or_path in presets and not path.is_file()
+    if not preset and (path.suffix in (".yaml", ".yml") or path.exists()):
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         return _read_yaml(path.read_text(), str(path))

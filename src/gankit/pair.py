@@ -319,11 +319,12 @@ def train_step(
         loss_d = d_loss(d_real, d_fake, lc.label_smoothing)
         if lc.gp_weight:  # interpolates carry the real labels
             loss_d = loss_d + lc.gp_weight * gradient_penalty(D, real_in, fake_in, lab)
-        lazy = lc.r1_every if (state.step * len(reals) + j) % lc.r1_every == 0 else 0
-        if lc.r1_weight and lazy:
-            loss_d = loss_d + lazy * lc.r1_weight * r1_penalty(D, real_in, lab)
-        if lc.r2_weight and lazy:  # R2: the same penalty on fakes (R3GAN)
-            loss_d = loss_d + lazy * lc.r2_weight * r1_penalty(D, fake_in, fake_lab)
+        # lazy R1/R2: the penalties on one D update in r1_every, weighted r1_every, else not at all
+        scale = lc.r1_every if (state.step * len(reals) + j) % lc.r1_every == 0 else 0
+        if lc.r1_weight and scale:
+            loss_d = loss_d + scale * lc.r1_weight * r1_penalty(D, real_in, lab)
+        if lc.r2_weight and scale:  # R2: the same penalty on fakes (R3GAN)
+            loss_d = loss_d + scale * lc.r2_weight * r1_penalty(D, fake_in, fake_lab)
         state.opt_d.zero_grad(set_to_none=True)
         state.backward(loss_d)
         state.adam_d.step()
