@@ -62,6 +62,18 @@ def test_missing_lightning_names_the_extra(monkeypatch):
         import gankit.integrations.lightning  # noqa: F401
 
 
+def test_refuses_what_it_cannot_honour_before_reading_data():
+    """A G that starts from the data's mean (gan2014_mnist) and DiffAugment's stream are refused by
+    name, before any data is read (data.root points nowhere)."""
+    from gankit.integrations.lightning import GANModule
+
+    for preset, key in (("gan2014_mnist", "model.g.output_bias"), ("dcgan_mnist", "train.augment")):
+        extra = ["train.augment=color"] if preset == "dcgan_mnist" else []
+        cfg = load_config(preset, ["data.root=/nonexistent", "data.download=false", *extra])
+        with pytest.raises(GankitError, match=key.split(".")[-1]):
+            GANModule(cfg)
+
+
 def test_fit_equals_gankit_train_step(cfg):
     from gankit.integrations.lightning import GANDataModule, GANModule, lightning_steps
     from gankit.models import MLPDiscriminator, MLPGenerator

@@ -76,6 +76,34 @@ def test_mlp_options_build_the_requested_layers():
     assert G(torch.randn(5, 4)).abs().max() <= 1
 
 
+def test_2014_gan_pixels_and_noise_are_that_codes_functions_in_gankits_range():
+    """The gan2014_mnist options: G's pixel_sigmoid is 2 sigmoid(a) - 1 and output_bias=data starts
+    it at the data's mean sample; D's unit_input scores (x + 1) / 2 (labels untouched); the noise
+    uniform_sqrt3 is U(-sqrt 3, sqrt 3)."""
+    from gankit.sample import sample_z
+
+    mean = torch.linspace(-1, 1, 12).view(1, 3, 4)  # includes both ends: clipped, not infinite
+    G, _ = build_models("mlp", 5, (1, 3, 4), 0, {"hidden": (8,), "output": "pixel_sigmoid",
+                                                 "output_bias": "data"})  # fmt: skip
+    G.init_output_bias(mean)
+    z = torch.randn(6, 5)
+    assert torch.equal(G.net(z), 2 * torch.sigmoid(G.net[:-1](z)) - 1)
+    with torch.no_grad():
+        G.net[G.n_out].weight.zero_()  # zero weights: the output is the mean itself
+    torch.testing.assert_close(G(torch.randn(6, 5)), mean.expand(6, 1, 3, 4), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="output_bias"):
+        build_models("mlp", 5, (4,), 0, {"output_bias": "marginal"})
+    unit = build_models("mlp", 5, (4,), 3, None, {"hidden": (8,), "unit_input": True})[1]
+    plain = build_models("mlp", 5, (4,), 3, None, {"hidden": (8,)})[1]
+    plain.load_state_dict(unit.state_dict())
+    x, y = torch.rand(7, 4) * 2 - 1, torch.arange(7) % 3
+    torch.testing.assert_close(unit(x, y), plain((x + 1) / 2, y))
+    assert not torch.allclose(unit(x, y), plain(x, y))
+    u = sample_z(200_000, 1, "uniform_sqrt3", torch.Generator().manual_seed(0))
+    assert u.abs().max() <= math.sqrt(3) and u.abs().max() > 1.7
+    assert abs(u.var().item() - 1.0) < 0.01
+
+
 @pytest.mark.parametrize("name", list(LOSSES))
 def test_every_loss_is_scalar_finite_and_differentiable(name):
     d_loss, g_loss = LOSSES[name]

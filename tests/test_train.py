@@ -180,3 +180,31 @@ def test_lazy_r1_is_the_full_penalty_every_kth_d_update(tiny_overrides):
     assert not torch.equal(next(a.D.parameters()), next(c.D.parameters()))
     with pytest.raises(ConfigError, match="loss.r1_every"):
         load_config("toy_ring", ["loss.r1_every=0"])
+
+
+class _NoStep:
+    def step(self) -> None:
+        pass
+
+
+def test_simultaneous_step_takes_both_gradients_before_either_player_moves(tiny_overrides):
+    """optim.simultaneous: G's update is the one against the D *before* this step's D update (an
+    alternating step whose D does not move), and D's update is the alternating step's."""
+    sim = load_config("toy_ring", [*tiny_overrides, "optim.simultaneous=true"])
+    alt = load_config("toy_ring", tiny_overrides)
+    reals, shape = _batches(sim, 1)
+    a, frozen_d, b = (build_pair(sim, shape, torch.device("cpu")) for _ in range(3))
+    train_step(a, reals, [None], sim)
+    frozen_d.adam_d = _NoStep()
+    train_step(frozen_d, reals, [None], alt)
+    train_step(b, reals, [None], alt)
+    for p, q in zip(a.G.parameters(), frozen_d.G.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    for p, q in zip(a.D.parameters(), b.D.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert not torch.equal(next(a.G.parameters()), next(b.G.parameters()))  # not alternating
+    assert all(p.requires_grad for p in a.D.parameters())
+    with pytest.raises(ConfigError, match="optim.simultaneous needs optim.d_steps=1"):
+        load_config("toy_ring", ["optim.simultaneous=true", "optim.d_steps=2"])
+    with pytest.raises(ConfigError, match="model.g.output_bias=data .* train.per_class"):
+        load_config("gan2014_mnist", ["train.per_class=true"])

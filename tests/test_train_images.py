@@ -141,7 +141,7 @@ def all_formats(tmp_path_factory):
     return root
 
 
-IMAGE_PRESETS = ["gan_mlp_mnist", "dcgan_mnist", "dcgan_fashion_mnist", "lindcgan_mnist",
+IMAGE_PRESETS = ["gan2014_mnist", "gan_mlp_mnist", "dcgan_mnist", "dcgan_fashion_mnist", "lindcgan_mnist",
                  "dcgan_cifar10", "upsample_cifar10", "dcgan_celeba64", "linear_celeba64",
                  "cgan_mnist", "cdcgan_mnist", "cdcgan_fashion_mnist", "cdcgan_cifar10",
                  "classdcgan_mnist", "classdcgan_cifar10", "dcgan_stacked_mnist"]  # fmt: skip
@@ -157,6 +157,8 @@ def test_every_image_preset_trains_on_its_data_format(preset, all_formats, tmp_p
             "train.dstats_n=4", "train.progress=false", "train.threads=1", *width]  # fmt: skip
     if cfg.data.name == "stacked_mnist":  # 16 stacks of the tiny files, not the default 128,000
         over += ["data.params.n_train=16", "data.params.n_test=8"]
+    if cfg.data.params.get("n_train") and cfg.data.name == "mnist":  # gan2014_mnist's train[:50000]
+        over += ["data.params.n_train=10"]
     if cfg.train.per_class:  # the tiny files have a few images per class: train the largest class
         from gankit.data import data_from_config
 

@@ -55,7 +55,8 @@ class DataConfig:
 class ModelConfig:
     name: str = "mlp"  # a key of gankit.models.MODELS
     z_dim: int = 2
-    z_dist: Literal["normal", "uniform"] = "normal"  # uniform is U(-1, 1)
+    # uniform is U(-1, 1); uniform_sqrt3 is U(-sqrt 3, sqrt 3), the 2014 GAN code's unit-variance noise
+    z_dist: Literal["normal", "uniform", "uniform_sqrt3"] = "normal"
     num_classes: int = 0
     g: dict = field(
         default_factory=dict
@@ -96,6 +97,9 @@ class OptimConfig:
     momentum_steps: int = 0
     # adam, or sgd with momentum (Goodfellow et al. 2014 trained their GAN with SGD + momentum)
     name: Literal["adam", "sgd"] = "adam"
+    # true: D and G update together, G's gradient taken against D before this step's D update
+    # (the 2014 GAN code's one SGD update of both players); needs d_steps = g_steps = 1
+    simultaneous: bool = False
 
 
 @dataclass
@@ -498,6 +502,16 @@ def _validate_ranges(cfg: Config) -> None:
             raise ConfigError(f"{key} must be in [0, 1), got {v}")
     if o.momentum_steps < 0 or not (0 <= o.lr_min < math.inf):
         raise ConfigError("optim.momentum_steps and optim.lr_min must be >= 0")
+    if o.simultaneous and (o.d_steps, o.g_steps) != (1, 1):
+        raise ConfigError(
+            f"optim.simultaneous needs optim.d_steps=1 and optim.g_steps=1, got {o.d_steps} "
+            f"and {o.g_steps}"
+        )
+    if cfg.model.g.get("output_bias") == "data" and cfg.train.per_class:
+        raise ConfigError(
+            "model.g.output_bias=data starts G at the whole training set's mean, not a class's: "
+            "unset it or train.per_class"
+        )
     if not 0 <= cfg.seed < 2**63:
         raise ConfigError(f"seed must be in [0, 2**63 - 1], got {cfg.seed}")
     if cfg.data.channels not in (0, 1, 3):

@@ -58,6 +58,10 @@ def eligible(G: nn.Module, D: nn.Module, cfg: Config) -> str | None:
         return "train.amp / train.compile"
     if getattr(D, "pack", 1) > 1:
         return "packed discriminator (model.d.pack)"
+    if getattr(D, "unit_input", False):
+        return "model.d.unit_input"
+    if cfg.optim.simultaneous:
+        return "optim.simultaneous"
     for name, m in (("G", G), ("D", D)):
         if is_spectral_normed(m):
             return f"{name} is spectrally normalised"

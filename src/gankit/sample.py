@@ -5,6 +5,8 @@ Every function runs G in eval mode (BatchNorm running statistics, no dropout) an
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -18,12 +20,15 @@ def sample_z(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """(n, z_dim) latent noise: N(0, I) for "normal", U(-1, 1) for "uniform"."""
+    """(n, z_dim) latent noise: N(0, I) for "normal", U(-1, 1) for "uniform", U(-sqrt 3, sqrt 3)
+    (unit variance, the 2014 GAN code's "uniform") for "uniform_sqrt3"."""
     if dist == "normal":
         return torch.randn(n, z_dim, generator=generator, device=device)
     if dist == "uniform":
         return torch.rand(n, z_dim, generator=generator, device=device) * 2 - 1
-    raise ValueError(f"unknown z_dist {dist!r}; choose from: normal, uniform")
+    if dist == "uniform_sqrt3":
+        return (torch.rand(n, z_dim, generator=generator, device=device) * 2 - 1) * math.sqrt(3)
+    raise ValueError(f"unknown z_dist {dist!r}; choose from: normal, uniform, uniform_sqrt3")
 
 
 def _device(G: nn.Module) -> torch.device:

@@ -40,7 +40,7 @@ from gankit.distributed import (
 )
 from gankit.layout import RunLayout
 from gankit.observe import RunLog, ckpt_step, probes_for
-from gankit.pair import LOG_KEYS, Pair, build_pair, choose_update
+from gankit.pair import LOG_KEYS, Pair, build_pair, choose_update, data_mean
 from gankit.rundir import RunLock, check_new_run_dir, check_resume_config, record_env, truncate_log
 from gankit.schedule import ClassRouting, Stream, keep_freed_memory, schedule_for
 from gankit.track import open_tracker
@@ -249,7 +249,8 @@ def _train(
         keep_freed_memory()
     if world.main:
         _warn_short(cfg, data, sched)
-    pairs = {k: build_pair(cfg, data.shape, device, k, world) for k in sched.keys}
+    mean = data_mean(cfg, data)
+    pairs = {k: build_pair(cfg, data.shape, device, k, world, mean) for k in sched.keys}
     # bf16 autocast needs no loss scaling; fp16 has a GradScaler (Pair.use_scaler). Choose by
     # measurement (`gankit bench dcgan`)
     dtype = amp_dtype(cfg.train.amp, device)

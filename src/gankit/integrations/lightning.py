@@ -106,6 +106,10 @@ class GANModule(L.LightningModule):
             raise GankitError(
                 "GANModule does not checkpoint DiffAugment's stream: unset train.augment"
             )
+        if cfg.model.g.get("output_bias") == "data":
+            raise GankitError(
+                "GANModule does not initialise G from the data: unset model.g.output_bias"
+            )
         if data_shape is None or steps is None:
             data = data_from_config(cfg)
             data_shape = data.shape if data_shape is None else data_shape

@@ -23,7 +23,8 @@ from gankit.models.layers import (
 
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "tanh", "sigmoid", "maxout")
 CONDITIONING = ("concat", "projection")
-OUTPUTS = ("none", "tanh", "sigmoid")
+OUTPUTS = ("none", "tanh", "sigmoid", "pixel_sigmoid")
+OUTPUT_BIASES = ("zero", "data")
 
 
 class Maxout(nn.Module):
@@ -36,6 +37,26 @@ class Maxout(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x.view(x.shape[0], -1, self.pieces).amax(dim=2)
+
+
+class PixelSigmoid(nn.Module):
+    """2 sigmoid(a) - 1: a sigmoid unit per pixel, the 2014 GAN code's [0, 1] output, written in
+    gankit's [-1, 1] pixels (the same function of a as the sigmoid: no rescaled gradients)."""
+
+    def forward(self, a: Tensor) -> Tensor:
+        return 2 * torch.sigmoid(a) - 1
+
+
+def inverse_output(mean: Tensor, output: str) -> Tensor:
+    """The output layer's pre-activation whose output is `mean`: logit / atanh / identity,
+    clipped 1e-7 from the ends like pylearn2's init_sigmoid_bias_from_marginals."""
+    eps = 1e-7
+    if output in ("sigmoid", "pixel_sigmoid"):
+        u = (mean + 1) / 2 if output == "pixel_sigmoid" else mean
+        return torch.logit(u.clamp(eps, 1 - eps))
+    if output == "tanh":
+        return torch.atanh(mean.clamp(-1 + 2 * eps, 1 - 2 * eps))
+    return mean
 
 
 def activation(name: str, slope: float = 0.2, pieces: int = 5) -> nn.Module:
@@ -115,20 +136,35 @@ class MLPGenerator(nn.Module):
         spectral_norm: bool = False,
         init_range: float = 0.0,
         pieces: int = 5,
+        output_bias: str = "zero",
     ) -> None:
         super().__init__()
         if output not in OUTPUTS:
             raise ValueError(f"unknown output {output!r}; choose from: {', '.join(OUTPUTS)}")
+        if output_bias not in OUTPUT_BIASES:
+            raise ValueError(
+                f"unknown output_bias {output_bias!r}; choose from: {', '.join(OUTPUT_BIASES)}"
+            )
         self.z_dim, self.data_shape, self.num_classes = z_dim, tuple(data_shape), num_classes
+        self.output, self.output_bias = output, output_bias
         sizes = [z_dim + num_classes, *hidden]
         layers = mlp(sizes, activation, slope, dropout, batchnorm, pieces)
         layers.append(nn.Linear(sizes[-1], math.prod(self.data_shape)))
+        self.n_out = len(layers) - 1  # index of the output Linear in self.net
         if output != "none":
-            layers.append(nn.Tanh() if output == "tanh" else nn.Sigmoid())
+            layers.append(
+                {"tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "pixel_sigmoid": PixelSigmoid}[output]()
+            )
         self.net = nn.Sequential(*layers)
         uniform_init(self, init_range)
         if spectral_norm:
             apply_spectral_norm(self)
+
+    @torch.no_grad()
+    def init_output_bias(self, mean: Tensor) -> None:
+        """Start the output layer's bias where G's output is the data's `mean` sample for zero
+        weights (`output_bias: data`; the 2014 GAN code's init_sigmoid_bias_from_marginals)."""
+        self.net[self.n_out].bias.copy_(inverse_output(mean.reshape(-1), self.output))
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         onehot = _check_labels(labels, self.num_classes, z.shape[0])
@@ -141,7 +177,8 @@ class MLPDiscriminator(nn.Module):
     """samples (B, *data_shape) [+ labels (B,)] -> logits (B / pack,).
 
     Stabilisers (see gankit.models.layers): `spectral_norm`, `pack` (PacGAN: consecutive samples
-    scored jointly), `minibatch_std` (group size; 0 = off).
+    scored jointly), `minibatch_std` (group size; 0 = off). `unit_input` scores (x + 1) / 2, the
+    [0, 1] pixels of the 2014 GAN code, so its SGD steps are that code's.
     """
 
     def __init__(
@@ -160,6 +197,7 @@ class MLPDiscriminator(nn.Module):
         pieces: int = 5,
         input_dropout: float = 0.0,
         init_range: float = 0.0,
+        unit_input: bool = False,
     ) -> None:
         super().__init__()
         if cond not in CONDITIONING:
@@ -172,6 +210,7 @@ class MLPDiscriminator(nn.Module):
         std = [MinibatchStd(minibatch_std)] if minibatch_std else []
         n_last = sizes[-1] + (1 if minibatch_std else 0)
         drop_in = [nn.Dropout(input_dropout)] if input_dropout > 0 else []
+        self.unit_input = unit_input
         self.net = nn.Sequential(
             *drop_in, *mlp(sizes, activation, slope, dropout, batchnorm, pieces), *std,
             nn.Linear(n_last, 1),
@@ -185,6 +224,8 @@ class MLPDiscriminator(nn.Module):
 
     def forward(self, x: Tensor, labels: Tensor | None = None) -> Tensor:
         x = x.reshape(x.shape[0], -1)  # (B, D)
+        if self.unit_input:  # the [0, 1] pixels the 2014 GAN code's D scored
+            x = (x + 1) / 2
         onehot = _check_labels(labels, self.num_classes, x.shape[0])
         if self.project:
             h = self.net[:-1](x)  # (B, H) last hidden features
