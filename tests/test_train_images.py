@@ -142,7 +142,7 @@ def all_formats(tmp_path_factory):
 
 
 IMAGE_PRESETS = ["gan2014_mnist", "gan_mlp_mnist", "dcgan_mnist", "dcgan_fashion_mnist", "lindcgan_mnist",
-                 "dcgan_cifar10", "upsample_cifar10", "dcgan_celeba64", "linear_celeba64",
+                 "dcgan_cifar10", "upsample_cifar10", "dcgan_celeba64", "dcgan_celeba64_few", "linear_celeba64",
                  "cgan_mnist", "cdcgan_mnist", "cdcgan_fashion_mnist", "cdcgan_cifar10",
                  "classdcgan_mnist", "classdcgan_cifar10", "dcgan_stacked_mnist"]  # fmt: skip
 
