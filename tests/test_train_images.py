@@ -88,6 +88,18 @@ def test_image_resume_is_bit_identical(stripes, tmp_path, split_resume):
     )
 
 
+def test_2014_gan_resume_is_bit_identical(stripes, tmp_path, split_resume):
+    """gan2014_mnist's machinery across a resume: the simultaneous SGD update with its momentum ramp
+    and exponential learning rate, maxout D with dropout, the data-mean output bias."""
+    split_resume("gan2014_mnist", [
+        "data.name=folder", f"data.params={{path: {stripes}}}", f"data.cache_dir={tmp_path / 'c'}",
+        "data.img_size=16", "data.channels=1", "data.batch_size=8", "model.g.hidden=[16]",
+        "model.d.hidden=[8]", "optim.momentum_steps=6", "train.epochs=0", "train.steps=8",
+        "train.sample_every=4", "train.sample_n=16", "train.dstats_n=8", "train.ckpt_every=4",
+        "train.progress=false", "train.threads=1",
+    ])  # fmt: skip
+
+
 def test_sample_every_zero_means_once_per_epoch(stripes, tmp_path):
     # 3 epochs of the folder's train split -> a grid at step 0 and at the end of each epoch
     over = image_overrides(stripes, tmp_path / "cache")
