@@ -209,3 +209,38 @@ def test_jobs_2(sweep, tmp_path, capsys):
         assert set(rows[key]["values"]) == {"0", "1"}
         for s in ("0", "1"):
             assert rows[key]["values"][s] == pytest.approx(ref[key]["values"][s], rel=1e-4)
+
+
+def test_sigterm_to_a_jobs_sweep_stops_its_workers_with_their_checkpoints(tmp_path):
+    """`kill` of a --jobs sweep reaches its workers: each saves its checkpoint and exits, no queued
+    seed starts, no worker keeps training (their run locks are free), and the exit code is 143."""
+    import fcntl
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "ring"
+    sets = ["train.steps=1000000", "train.log_every=10", "train.ckpt_every=1000000",
+            "train.sample_every=1000000", "train.progress=false", "train.threads=1"]  # fmt: skip
+    cmd = [sys.executable, "-m", "gankit", "sweep", "toy_ring", "--seeds", "0-2", "--jobs", "2",
+           *[a for o in sets for a in ("--set", o)], "--out", str(out)]  # fmt: skip
+    err_file = tmp_path / "stderr.txt"
+    with open(err_file, "w") as err_out:  # a file, not a pipe: orphaned workers would hold a pipe
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err_out)
+    logs = [out / f"seed_{s}" / "metrics.jsonl" for s in (0, 1)]
+    deadline = time.monotonic() + 300  # a guard against hanging, not a pass condition
+    while not all(p.is_file() and "loss_d" in p.read_text() for p in logs):
+        assert proc.poll() is None and time.monotonic() < deadline, err_file.read_text()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=300)
+    err = err_file.read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "SIGTERM: each running seed saved its checkpoint; run the same sweep command" in err
+    for s in (0, 1):
+        run = out / f"seed_{s}"
+        assert ckpt_step(run) > 0 and not (run / "DONE").exists()
+        with open(run / ".lock", "a+") as f:  # no worker holds its run directory any more
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert not (out / "seed_2").exists()  # queued, never started

@@ -19,7 +19,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -191,11 +193,48 @@ def _context() -> Any:
     return ctx
 
 
-def _run_process(ctx: Any, spec: dict[str, Any]) -> dict[str, Any]:
+class _Workers:
+    """The running --jobs worker processes. A SIGTERM to the sweep is passed on to each of them, so
+    each saves its checkpoint and stops (as Ctrl-C in a terminal reaches them all), and no queued
+    seed starts after it; without this, `kill` of the sweep left its workers training unseen."""
+
+    def __init__(self) -> None:
+        self.procs: set[Any] = set()
+        self.lock = threading.Lock()
+        self.signum = 0
+
+    def start(self, proc: Any) -> bool:
+        """Start `proc` unless the sweep is stopping (False)."""
+        with self.lock:
+            if self.signum:
+                return False
+            proc.start()
+            self.procs.add(proc)
+            return True
+
+    def finished(self, proc: Any) -> None:
+        with self.lock:
+            self.procs.discard(proc)
+
+    def stop(self, signum: int, frame: Any) -> None:
+        """SIGTERM handler (main thread): forward the signal to every running worker."""
+        self.signum = self.signum or signum
+        with self.lock:
+            for proc in self.procs:
+                try:
+                    os.kill(proc.pid, signum)
+                except ProcessLookupError:  # it has just ended
+                    pass
+
+
+def _run_process(ctx: Any, spec: dict[str, Any], workers: _Workers) -> dict[str, Any]:
     """run_seed in a process of its own: a crash (even a segfault or an OOM kill) fails this seed only."""
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(spec, send), name=f"gankit-sweep-seed-{spec['seed']}")
-    proc.start()
+    if not workers.start(proc):
+        send.close()
+        recv.close()
+        return _failed(spec["seed"], "not started: the sweep was stopped")
     send.close()
     try:
         res = recv.recv()
@@ -204,6 +243,7 @@ def _run_process(ctx: Any, spec: dict[str, Any]) -> dict[str, Any]:
     finally:
         recv.close()
         proc.join()
+        workers.finished(proc)
     return res or _failed(spec["seed"], f"worker process died (exit code {proc.exitcode})")
 
 
@@ -295,17 +335,29 @@ def run_sweep(config: str, seeds: list[int], overrides: list[str], metrics: list
                                    "fresh": f"training {length}"}[plan])  # fmt: skip
         spec = {"config": config, "overrides": worker_overrides, "seed": seed,
                 "run_dir": str(run_dir), "metrics": metrics, "n": n}  # fmt: skip
-        res = _run_process(ctx, spec) if jobs > 1 else _run_inline(spec)
+        res = _run_process(ctx, spec, workers) if jobs > 1 else _run_inline(spec)
         report(seed_line(seed, res))
         return res
 
     if jobs > 1:
-        ctx = _context()
+        ctx, workers = _context(), _Workers()
+        main = threading.current_thread() is threading.main_thread()
+        old = signal.signal(signal.SIGTERM, workers.stop) if main else None
         pool = ThreadPoolExecutor(max_workers=jobs)  # each thread waits on one worker process
         try:
             results = dict(zip(seeds, pool.map(one, seeds), strict=True))
         finally:  # on Ctrl-C (which the workers also get) no queued seed is started
             pool.shutdown(wait=True, cancel_futures=True)
+            if main:
+                signal.signal(signal.SIGTERM, old)
+        if workers.signum:
+            from gankit.trainer import TrainingInterrupted
+
+            raise TrainingInterrupted(
+                f"{signal.Signals(workers.signum).name}: each running seed saved its checkpoint; "
+                "run the same sweep command to continue",
+                workers.signum,
+            )
     else:
         results = {s: one(s) for s in seeds}
     return write_summary(out, meta, seeds, results)
