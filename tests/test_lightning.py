@@ -37,7 +37,8 @@ def cfg(tiny_overrides):
 def _reference(cfg, n):
     """gankit's own loop body (gankit.trainer without logging): Pair.update by autograd."""
     from gankit.data import data_from_config
-    from gankit.pair import build_pair, train_step
+    from gankit.pair import build_pair
+    from gankit.steps import train_step
     from gankit.schedule import total_steps
 
     data = data_from_config(cfg)

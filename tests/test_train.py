@@ -11,7 +11,8 @@ import torch
 from gankit.checkpoint import load_checkpoint
 from gankit.config import ConfigError, load_config
 from gankit.fastmlp import AdamKernel, eligible, make_fast_step
-from gankit.pair import build_pair, ema_update, train_step
+from gankit.pair import build_pair, ema_update
+from gankit.steps import train_step
 from gankit.trainer import train
 
 

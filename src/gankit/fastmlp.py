@@ -1,4 +1,4 @@
-"""A closed-form training step for plain MLP GANs: the same update as `train.train_step`, faster.
+"""A closed-form training step for plain MLP GANs: the same update as `gankit.steps.train_step`, faster.
 
 On toy densities the networks are tiny (e.g. 2 -> 100 -> 1), so a step's time is framework overhead,
 not arithmetic: autograd records a graph node per op and walks it back. For a stack of Linear layers
