@@ -209,3 +209,21 @@ def test_simultaneous_step_takes_both_gradients_before_either_player_moves(tiny_
         load_config("toy_ring", ["optim.simultaneous=true", "optim.d_steps=2"])
     with pytest.raises(ConfigError, match="model.g.output_bias=data .* train.per_class"):
         load_config("gan2014_mnist", ["train.per_class=true"])
+
+
+def test_a_loaded_generator_is_sampled_with_the_noise_it_was_trained_on(tmp_path, tiny_overrides):
+    """gauss1d's G maps U(-1, 1): `sample(G, n)` on the loaded G must draw that noise, not the
+    default N(0, 1) (which would spread its samples far past the learned range)."""
+    from gankit.factory import load_generator
+    from gankit.sample import generate, sample, sample_z
+
+    cfg = load_config("gauss1d", [*tiny_overrides, "train.ema_decay=0"])
+    train(cfg, tmp_path / "r")
+    G = load_generator(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert G.z_dist == "uniform"
+    drawn = sample(G, 256, generator=torch.Generator().manual_seed(3))
+    uniform = generate(G, sample_z(256, 1, "uniform", torch.Generator().manual_seed(3)))
+    normal = generate(G, sample_z(256, 1, "normal", torch.Generator().manual_seed(3)))
+    assert torch.equal(drawn, uniform) and not torch.equal(drawn, normal)
+    forced = sample(G, 256, z_dist="normal", generator=torch.Generator().manual_seed(3))
+    assert torch.equal(forced, normal)

@@ -19,9 +19,13 @@ from gankit.models import build_models
 
 
 def models_from_config(cfg: Config, data_shape: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
-    """(G, D) of `cfg.model` for samples of `data_shape`, freshly initialised (global RNG)."""
+    """(G, D) of `cfg.model` for samples of `data_shape`, freshly initialised (global RNG). G
+    carries its noise distribution (`G.z_dist`), so `sample(G, n)` feeds it the noise it was
+    trained on."""
     m = cfg.model
-    return build_models(m.name, m.z_dim, tuple(data_shape), m.num_classes, m.g, m.d)
+    G, D = build_models(m.name, m.z_dim, tuple(data_shape), m.num_classes, m.g, m.d)
+    G.z_dist = m.z_dist
+    return G, D
 
 
 @dataclass

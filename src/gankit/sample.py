@@ -31,6 +31,12 @@ def sample_z(
     raise ValueError(f"unknown z_dist {dist!r}; choose from: normal, uniform, uniform_sqrt3")
 
 
+def noise_of(G: nn.Module, z_dist: str | None = None) -> str:
+    """`z_dist` when given, else the noise distribution G was built for (`G.z_dist`, set by
+    `gankit.factory`), else "normal"."""
+    return z_dist if z_dist is not None else getattr(G, "z_dist", "normal")
+
+
 def _device(G: nn.Module) -> torch.device:
     return next(G.parameters()).device
 
@@ -40,13 +46,14 @@ def sample(
     G: nn.Module,
     n: int,
     *,
-    z_dist: str = "normal",
+    z_dist: str | None = None,
     generator: torch.Generator | None = None,
     labels: Tensor | None = None,
     batch_size: int = 1024,
 ) -> Tensor:
-    """(n, *data_shape) samples on CPU; noise drawn on CPU from `generator` (device-independent)."""
-    z = sample_z(n, G.z_dim, z_dist, generator)
+    """(n, *data_shape) samples on CPU; noise drawn on CPU from `generator` (device-independent),
+    from `z_dist` or, by default, the distribution G was trained on."""
+    z = sample_z(n, G.z_dim, noise_of(G, z_dist), generator)
     return generate(G, z, labels, batch_size)
 
 
@@ -96,7 +103,7 @@ SEED_BLOCK = 64
 
 @torch.no_grad()
 def sample_seeds(
-    G: nn.Module, seeds: list[int], *, z_dist: str = "normal", labels: Tensor | None = None
+    G: nn.Module, seeds: list[int], *, z_dist: str | None = None, labels: Tensor | None = None
 ) -> Tensor:
     """One sample per seed: seed s always gives the same sample, bit for bit, whatever else is requested.
 
@@ -114,7 +121,7 @@ def sample_seeds(
         base = block * SEED_BLOCK
         z = torch.cat(
             [
-                sample_z(1, G.z_dim, z_dist, torch.Generator().manual_seed(base + j))
+                sample_z(1, G.z_dim, noise_of(G, z_dist), torch.Generator().manual_seed(base + j))
                 for j in range(SEED_BLOCK)
             ]
         )
