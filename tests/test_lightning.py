@@ -38,8 +38,8 @@ def _reference(cfg, n):
     """gankit's own loop body (gankit.trainer without logging): Pair.update by autograd."""
     from gankit.data import data_from_config
     from gankit.pair import build_pair
-    from gankit.steps import train_step
     from gankit.schedule import total_steps
+    from gankit.steps import train_step
 
     data = data_from_config(cfg)
     state = build_pair(cfg, data.shape, torch.device("cpu"))
