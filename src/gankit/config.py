@@ -300,6 +300,11 @@ def to_yaml(cfg: Config) -> str:
 # ---- presets, files and overrides -------------------------------------------------------------------
 
 
+def g_bias_from_data(cfg: Config) -> bool:
+    """model.g.output_bias is "data": G's output bias starts at the training data's mean sample."""
+    return cfg.model.g.get("output_bias") == "data"
+
+
 def list_presets() -> list[str]:
     """Names of the presets shipped in gankit/configs."""
     root = resources.files("gankit") / "configs"
@@ -507,7 +512,7 @@ def _validate_ranges(cfg: Config) -> None:
             f"optim.simultaneous needs optim.d_steps=1 and optim.g_steps=1, got {o.d_steps} "
             f"and {o.g_steps}"
         )
-    if cfg.model.g.get("output_bias") == "data" and cfg.train.per_class:
+    if g_bias_from_data(cfg) and cfg.train.per_class:
         raise ConfigError(
             "model.g.output_bias=data starts G at the whole training set's mean, not a class's: "
             "unset it or train.per_class"

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from gankit.checkpoint import pair_entry
-from gankit.config import Config
+from gankit.config import Config, g_bias_from_data
 from gankit.distributed import SINGLE, AllReduceStep, RankRows, World, convert_sync_batchnorm
 from gankit.factory import models_from_config
 from gankit.fastmlp import AdamKernel
@@ -206,7 +206,7 @@ def build_pair(
         seed, streams = make_generator(cfg.seed, "pair", key).initial_seed(), (key,)
     seed_everything(seed)
     G, D = models_from_config(cfg, data_shape)
-    if cfg.model.g.get("output_bias") == "data":
+    if g_bias_from_data(cfg):
         if data_mean is None:
             raise ValueError("model.g.output_bias=data: build_pair needs the data's mean sample")
         G.init_output_bias(data_mean)
@@ -228,7 +228,7 @@ def build_pair(
 def data_mean(cfg: Config, data: Any) -> Tensor | None:
     """The training data's mean sample when model.g.output_bias asks for it (else None): over the
     whole finite set, or 10,000 draws of a toy density."""
-    if cfg.model.g.get("output_bias") != "data":
+    if not g_bias_from_data(cfg):
         return None
     x, _ = data.train_fixed(data.size or 10_000)
     return x.float().mean(0)

@@ -50,7 +50,7 @@ except ImportError as e:
         "gankit.integrations.lightning needs the lightning package: pip install 'gankit[lightning]'"
     ) from e
 
-from gankit.config import Config, config_from_dict, to_dict
+from gankit.config import Config, config_from_dict, g_bias_from_data, to_dict
 from gankit.data import data_from_config
 from gankit.distributed import SINGLE, World
 from gankit.pair import Pair, build_pair
@@ -106,7 +106,7 @@ class GANModule(L.LightningModule):
             raise GankitError(
                 "GANModule does not checkpoint DiffAugment's stream: unset train.augment"
             )
-        if cfg.model.g.get("output_bias") == "data":
+        if g_bias_from_data(cfg):
             raise GankitError(
                 "GANModule does not initialise G from the data: unset model.g.output_bias"
             )
