@@ -6,6 +6,7 @@ with its penalties. gankit.fastmlp has the closed-form MLP step that computes `t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -47,6 +48,16 @@ def _logged(loss_d: Tensor, loss_g: Tensor, d_real: Tensor, d_fake: Tensor) -> d
     }
 
 
+def _augmenter(state: Pair, cfg: Config) -> Callable[[Tensor], Tensor]:
+    """x -> DiffAugment(x) with `train.augment`'s policy from the pair's stream (identity if none)."""
+    policy = parse_policy(cfg.train.augment)
+
+    def aug(x: Tensor) -> Tensor:
+        return diff_augment(x, policy, state.aug_stream) if policy else x
+
+    return aug
+
+
 def train_step(
     state: Pair,
     reals: list[Tensor],
@@ -67,10 +78,7 @@ def train_step(
         return simultaneous_step(state, reals, labels, cfg)
     G, D = state.G, state.D
     g_loss = LOSSES[cfg.loss.name][1]
-    policy = parse_policy(cfg.train.augment)
-
-    def aug(x: Tensor) -> Tensor:
-        return diff_augment(x, policy, state.aug_stream) if policy else x
+    aug = _augmenter(state, cfg)
 
     for j, (real, lab) in enumerate(zip(reals, labels, strict=True)):
         z = state.noise(real.shape[0], cfg, real.device)
@@ -118,10 +126,7 @@ def simultaneous_step(
     D's, then both optimizers step; the RNG streams are drawn as in `train_step`."""
     G, D = state.G, state.D
     g_loss = LOSSES[cfg.loss.name][1]
-    policy = parse_policy(cfg.train.augment)
-
-    def aug(x: Tensor) -> Tensor:
-        return diff_augment(x, policy, state.aug_stream) if policy else x
+    aug = _augmenter(state, cfg)
 
     (real,), (lab,) = reals, labels  # d_steps = g_steps = 1 (checked with the config)
     z = state.noise(real.shape[0], cfg, real.device)
