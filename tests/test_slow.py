@@ -56,11 +56,12 @@ def test_signal_saves_checkpoint_and_exits(tmp_path, sig, code):
 
 def test_gauss1d_preset_converges(tmp_path):
     """The shape, not only the moments (a flat block on [1.3, 4.7] has them): KS and W1 at n =
-    10,000 within twice seed 0's measured 0.023 / 0.039 (the previous preset's mean: 0.052 / 0.085)."""
+    10,000 within twice seed 0's measured 0.022 / 0.039 (one D update per G update gave a mean
+    of 0.028 / 0.048; before that preset, 0.052 / 0.085)."""
     train(load_config("gauss1d", OVER[:2]), tmp_path / "g")
     r = eval_run(tmp_path / "g")[0]
     assert abs(r["mean"] - 3.0) < 0.1 and abs(r["std"] - 1.0) < 0.1, r
-    assert r["ks"] < 0.05 and r["w1"] < 0.08, r
+    assert r["ks"] < 0.045 and r["w1"] < 0.08, r
 
 
 def test_toy_ring_preset_covers_all_modes(tmp_path):
