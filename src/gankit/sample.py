@@ -114,6 +114,7 @@ def sample_seeds(
     if labels is not None and labels.shape[0] != len(seeds):
         raise ValueError(f"{labels.shape[0]} labels for {len(seeds)} seeds")
     out = torch.empty(len(seeds), *G.data_shape)
+    dist = noise_of(G, z_dist)
     rows: dict[int, list[int]] = {}  # block -> indices into seeds
     for i, s in enumerate(seeds):
         rows.setdefault(s // SEED_BLOCK, []).append(i)
@@ -121,7 +122,7 @@ def sample_seeds(
         base = block * SEED_BLOCK
         z = torch.cat(
             [
-                sample_z(1, G.z_dim, noise_of(G, z_dist), torch.Generator().manual_seed(base + j))
+                sample_z(1, G.z_dim, dist, torch.Generator().manual_seed(base + j))
                 for j in range(SEED_BLOCK)
             ]
         )
